@@ -1,0 +1,3 @@
+"""Event tracking for Python applications, API-compatible with Open edX ``event-tracking``."""
+
+__version__ = "0.1.0"

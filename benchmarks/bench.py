@@ -1,0 +1,231 @@
+"""Side-by-side benchmark of the ways to get events to Segment, against the project's collector.
+
+Run with ``make bench`` (or ``python benchmarks/bench.py --events 20000``). One run measures,
+against one collector started in another process on loopback:
+
+- classic: the original mapping on segment-analytics-python (SegmentBackend in drop-in mode);
+- ours: SegmentBackend in owned mode (the project's pipeline);
+- limit: the same messages serialized once with orjson and posted as ready-made 500-message
+  batches over one keep-alive connection, on the calling thread: no real pipeline beats it.
+
+For each: the caller-thread cost (µs per event spent inside ``send``) and the end-to-end rate
+(events/s from the first send until the collector has acknowledged the last one), and the
+ratios against the limit and the classic path. Then peak memory under a burst far larger
+than the buffer. Figures vary with the machine's load: compare ratios from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import orjson
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eventtracking.backends.segment import SegmentBackend, _global_client  # noqa: E402
+from eventtracking.segment.mapping import to_track_message  # noqa: E402
+
+WRITE_KEY = "bench-write-key"
+
+
+def openedx_event(i: int) -> dict:
+    """An Open edX-shaped server event of about 0.8 KB once encoded as a track message."""
+    course = f"course-v1:edX+DemoX+{2020 + i % 5}"
+    return {
+        "name": "edx.course.enrollment.activated",
+        "timestamp": datetime.datetime(2026, 11, 26, 12, 0, i % 60, i % 1000000, tzinfo=datetime.timezone.utc),
+        "data": {"course_id": course, "user_id": 1000 + i, "mode": "audit"},
+        "context": {
+            "user_id": 1000 + i,
+            "username": f"learner{i}",
+            "course_id": course,
+            "org_id": "edX",
+            "ip": "203.0.113.42",
+            "agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+            "host": "courses.example.org",
+            "path": f"/courses/{course}/courseware/",
+            "referer": "https://courses.example.org/dashboard",
+            "session": "0123456789abcdef0123456789abcdef",
+            "client_id": "123456789.987654321",
+            "accept_language": "en-US,en;q=0.9",
+            "page": None,
+            "module": {"display_name": "Introduction", "usage_key": f"block-v1:edX+DemoX+{i}+type@vertical"},
+        },
+    }
+
+
+@contextmanager
+def collector_process() -> Iterator[str]:
+    """Start ``eventtracking collect`` in another process; yield its URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eventtracking", "collect", "--port", "0", "--db", os.path.join(tmp, "c.db")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = process.stdout.readline().strip()
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"collector did not start: {line!r}")
+            yield line.split()[-1]
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def received(url: str) -> int:
+    """The collector's last stored sequence number (its running message count)."""
+    answer = urllib3.request("GET", f"{url}/v1/received?limit=0", timeout=30)
+    return int(orjson.loads(answer.data)["last"] or 0)
+
+
+def measure(label: str, url: str, events: list[dict], send, flush) -> dict:
+    """Time the send loop (caller cost) and send + flush until all arrived (end to end)."""
+    before = received(url)
+    gc.collect()
+    start = time.perf_counter()
+    for event in events:
+        send(event)
+    sent = time.perf_counter()
+    flush()
+    done = time.perf_counter()
+    arrived = received(url) - before
+    return {
+        "label": label,
+        "caller_us": (sent - start) / len(events) * 1e6,
+        "eps": len(events) / (done - start),
+        "arrived": arrived,
+        "events": len(events),
+    }
+
+
+def run_classic(url: str, events: list[dict]) -> dict:
+    client = _global_client()
+    client.write_key = WRITE_KEY
+    client.host = url
+    client.max_queue_size = len(events) * 2  # its default (10,000) would drop part of the run
+    client.default_client = None
+    backend = SegmentBackend()
+    try:
+        return measure("classic (official client)", url, events, backend.send, client.flush)
+    finally:
+        client.shutdown()
+
+
+def run_ours(url: str, events: list[dict], **options) -> dict:
+    backend = SegmentBackend(write_key=WRITE_KEY, host=url, **options)
+    try:
+        return measure("SegmentBackend", url, events, backend.send, backend.flush)
+    finally:
+        backend.close(10)
+
+
+def run_limit(url: str, events: list[dict]) -> dict:
+    """Serialize each message once on the caller's thread, post 500-message batches."""
+    pool = urllib3.connection_from_url(url, maxsize=1)
+    headers = urllib3.make_headers(basic_auth=WRITE_KEY + ":")
+    headers["Content-Type"] = "application/json"
+    ids = iter(range(1, len(events) + 1))
+    encoded: list[bytes] = []
+
+    def serialize(event: dict) -> None:
+        message = to_track_message(event)
+        message["messageId"] = f"limit-{next(ids)}"
+        encoded.append(orjson.dumps(message, option=orjson.OPT_NAIVE_UTC))
+
+    def post_batches() -> None:
+        for start in range(0, len(encoded), 500):
+            body = b'{"batch":[' + b",".join(encoded[start : start + 500]) + b'],"sentAt":"2026-11-26T12:00:00Z"}'
+            answer = pool.urlopen("POST", "/v1/batch", body=body, headers=headers, retries=False)
+            if answer.status != 200:
+                raise RuntimeError(f"limit batch refused: {answer.status} {answer.data[:200]!r}")
+
+    return measure("limit (orjson + ready batches)", url, events, serialize, post_batches)
+
+
+def burst_memory(url: str, count: int, buffer_bytes: int) -> dict:
+    """Peak RSS of a fresh process sending ``count`` events as fast as it can (a child process)."""
+    code = f"""
+import resource, sys, orjson
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from bench import openedx_event
+from eventtracking.backends.segment import SegmentBackend
+template = [openedx_event(i) for i in range(1000)]
+backend = SegmentBackend(write_key="k", host={url!r}, max_buffer_bytes={buffer_bytes})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for i in range({count}):
+    backend.send(template[i % 1000])
+backend.flush(120)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(orjson.dumps({{"base_kb": base, "peak_kb": peak, "stats": backend.stats()}}).decode())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000, help="events per path (default 20000)")
+    parser.add_argument("--burst", type=int, default=1_000_000, help="events in the memory burst (0 = skip)")
+    parser.add_argument("--buffer-mb", type=int, default=64, help="buffer of the burst run, MiB")
+    args = parser.parse_args(argv)
+
+    events = [openedx_event(i) for i in range(args.events)]
+    size = sum(len(orjson.dumps(to_track_message(e), option=orjson.OPT_NAIVE_UTC)) for e in events[:100]) / 100
+    print(f"{args.events} Open edX-shaped events, {size:.0f} bytes each as a track message; {os.cpu_count()} cores")
+    with collector_process() as url:
+        rows = [run_classic(url, events), run_ours(url, events), run_limit(url, events)]
+        classic, ours, limit = rows
+        print()
+        print(f"{'path':34} {'caller µs/event':>16} {'end-to-end ev/s':>16} {'arrived':>9}")
+        for row in rows:
+            print(f"{row['label']:34} {row['caller_us']:16.1f} {row['eps']:16,.0f} {row['arrived']:>9,}")
+        print()
+        caller_ratio = ours["caller_us"] / limit["caller_us"]
+        eps_ratio = ours["eps"] / limit["eps"]
+        print(f"caller cost, ours / limit: {caller_ratio:.2f}x   (target <= 1.5x)  {_verdict(caller_ratio <= 1.5)}")
+        print(f"end-to-end,  ours / limit: {eps_ratio:.2f}x   (target >= 0.8x)  {_verdict(eps_ratio >= 0.8)}")
+        print(f"caller cost, classic / ours: {classic['caller_us'] / ours['caller_us']:.1f}x faster")
+        print(f"end-to-end,  ours / classic: {ours['eps'] / classic['eps']:.1f}x faster")
+        lost = ours["events"] - ours["arrived"]
+        print(f"ours lost {lost} of {ours['events']} events" + ("" if lost == 0 else "  FAIL"))
+        if args.burst:
+            buffer_bytes = args.buffer_mb * 1024 * 1024
+            memory = burst_memory(url, args.burst, buffer_bytes)
+            grown_mb = (memory["peak_kb"] - memory["base_kb"]) / 1024
+            stats = memory["stats"]
+            print()
+            print(
+                f"burst of {args.burst:,} events, buffer {args.buffer_mb} MiB: peak RSS grew {grown_mb:.0f} MiB "
+                f"(bound: buffer + a small constant)  {_verdict(grown_mb <= args.buffer_mb * 1.5 + 32)}"
+            )
+            print(
+                f"  accepted {stats['accepted']:,}, delivered {stats['delivered']:,}, "
+                f"dropped {stats['dropped']}, skipped {stats['skipped']}"
+            )
+    print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    return 0
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Route events through a chain of processors and then to a set of backends."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
+
+from eventtracking.processors.exceptions import EventEmissionExit
+
+LOG = logging.getLogger(__name__)
+
+Processor = Callable[[Any], Any]
+
+
+class RoutingBackend:
+    """
+    Route events to processors, then to backends.
+
+    1) Processors run in registration order, each on the output of the previous one:
+       with processors ``[a, b, c]`` the result is ``c(b(a(event)))``. A processor may
+       mutate the event in place and return ``None`` (the event is kept), or return a
+       new event. Raising ``EventEmissionExit`` drops the event silently: no later
+       processor and no backend sees it. Any other exception is logged and the event
+       is also dropped. (The original package logged and emitted the event anyway; we
+       drop it because a failing processor may be the one that scrubs or filters data,
+       and emitting what it should have removed is worse than losing the event.)
+
+    2) Backends are called one after the other in ascending order of their names. Each
+       backend receives its own deep copy of the processed event, so one backend
+       mutating its event cannot affect another. An exception raised by a backend is
+       logged and swallowed, and the remaining backends still run.
+
+    ``send`` never raises. It also never mutates the event it is given: processors
+    work on a private copy.
+
+    `backends` maps sortable names to objects with a callable ``send(event)``;
+    `processors` is an iterable of callables. A ``RoutingBackend`` is itself a
+    backend, so routing trees can be nested.
+
+    Raises ``ValueError`` if a backend has no callable ``send`` or a processor is not
+    callable.
+    """
+
+    def __init__(
+        self, backends: Mapping[Any, Any] | None = None, processors: Iterable[Processor] | None = None
+    ) -> None:
+        self.backends: OrderedDict = OrderedDict()
+        self.processors: list[Processor] = []
+
+        if backends is not None:
+            for name in sorted(backends.keys()):
+                self.register_backend(name, backends[name])
+
+        if processors is not None:
+            for processor in processors:
+                self.register_processor(processor)
+
+    def register_backend(self, name: Any, backend: Any) -> None:
+        """
+        Register `backend` under `name`; it will be called for every processed event.
+
+        Backends stay ordered by name, including those registered after construction
+        (if names are not mutually comparable, registration order is kept instead).
+        """
+        if not callable(getattr(backend, "send", None)):
+            raise ValueError(
+                f'Backend {name!r} ({type(backend).__name__}) does not have a callable "send" method.'
+            )
+        self.backends[name] = backend
+        try:
+            ordered = sorted(self.backends)
+        except TypeError:
+            return
+        for key in ordered:
+            self.backends.move_to_end(key)
+
+    def register_processor(self, processor: Processor) -> None:
+        """Append `processor` to the chain; processors run in registration order."""
+        if not callable(processor):
+            raise ValueError(f"Processor {processor!r} ({type(processor).__name__}) is not callable.")
+        self.processors.append(processor)
+
+    def send(self, event: Any) -> None:
+        """
+        Process `event` with all processors and send the result to all backends.
+
+        Never raises: see the class docstring for what happens to failures.
+        """
+        try:
+            event = isolated_copy(event)
+            processed = self.process_event(event)
+        except EventEmissionExit:
+            return
+        except Exception:
+            LOG.exception("Failed to prepare event for routing; dropping it")
+            return
+        self.send_to_backends(processed)
+
+    def process_event(self, event: Any) -> Any:
+        """
+        Run every processor on `event` in order and return the result.
+
+        `event` may be mutated in place. Raises ``EventEmissionExit`` if the event is to
+        be dropped, either because a processor asked for it or because a processor
+        failed (the failure is logged here).
+        """
+        for processor in self.processors:
+            try:
+                modified = processor(event)
+            except EventEmissionExit:
+                raise
+            except Exception as error:
+                LOG.exception(
+                    "Failed to execute processor %r; dropping event %r", processor, _event_name(event)
+                )
+                raise EventEmissionExit() from error
+            if modified is not None:
+                event = modified
+        return event
+
+    def send_to_backends(self, event: Any) -> None:
+        """
+        Send `event` to every backend in name order, each getting its own copy.
+
+        The last backend receives `event` itself, which is safe because every earlier
+        backend was given a copy taken before it ran; so `event` must be owned by this
+        router (``send`` guarantees that). Logs and swallows backend exceptions.
+        """
+        names = list(self.backends)
+        for index, name in enumerate(names):
+            backend = self.backends[name]
+            try:
+                payload = event if index == len(names) - 1 else isolated_copy(event)
+                backend.send(payload)
+            except Exception:
+                LOG.exception("Unable to send event to backend: %s", name)
+
+
+def isolated_copy(event: Any) -> Any:
+    """
+    Return a deep copy of `event`.
+
+    If some value cannot be deep-copied (a lock, an open file...), fall back to copying
+    only the dict/list/tuple/set structure and sharing the leaves, so that the event
+    is still delivered and containers are still isolated.
+    """
+    try:
+        return copy.deepcopy(event)
+    except Exception:
+        LOG.debug("Event %r cannot be deep-copied; copying its containers only", _event_name(event))
+        return _copy_containers(event)
+
+
+def _copy_containers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_containers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_copy_containers(item) for item in value)
+    if isinstance(value, (set, frozenset)):
+        return type(value)(value)
+    return value
+
+
+def _event_name(event: Any) -> Any:
+    """The event's name for log messages, without ever raising."""
+    try:
+        return event.get("name")
+    except Exception:
+        return None

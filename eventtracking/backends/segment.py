@@ -1,0 +1,284 @@
+"""Event tracking backend that sends events to Segment (or any API that speaks its HTTP Tracking API).
+
+Each event becomes one Segment track message (the mapping is in
+:mod:`eventtracking.segment.mapping`). Two ways to deliver, chosen by the options:
+
+- **Drop-in** (no ``write_key``): the original backend's contract. The application configures
+  the official client's global module elsewhere (``segment.analytics`` from
+  segment-analytics-python 2.x, else ``analytics`` from 1.x) and this backend hands each
+  message to its ``track``.
+- **Owned** (``write_key=...``, optionally ``host=...``): the backend delivers by itself, through
+  its own pipeline: on the caller's thread map → encode once → bounded buffer; one sender
+  thread per process batches, posts, retries and splits (:mod:`eventtracking.segment.sender`).
+  At interpreter exit it flushes by itself for up to ``exit_timeout`` seconds.
+
+In both modes ``send()`` never raises into the application. What it does not send is counted
+by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for drops).
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import os
+import secrets
+import threading
+import time
+import weakref
+from typing import Any, Optional
+
+from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
+from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
+from eventtracking.segment.sender import ErrorHook, Sender
+from eventtracking.segment.stats import Counters
+from eventtracking.segment.transport import HttpTransport
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://api.segment.io"
+WARNING_INTERVAL = 10.0  # seconds between two "buffer full" warnings
+
+
+def _global_client() -> Any:
+    """The official client's global module: 2.x installs ``segment.analytics``, 1.x ``analytics``."""
+    try:
+        from segment import analytics
+    except ImportError:
+        try:
+            import analytics
+        except ImportError:
+            return None
+    return analytics
+
+
+class MessageIds:
+    """Message ids unique across processes and cheap to make: a random prefix and a counter.
+
+    A child process gets a new prefix (``reset``), so parent and child never share an id.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(8) + "-"
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+
+class SegmentBackend:
+    """Send each event to Segment as a track message. See the module docstring for the modes.
+
+    Options of the owned mode (all optional): ``host`` (default ``https://api.segment.io``),
+    ``max_buffer_bytes`` (64 MiB), ``max_batch_size`` (500 messages), ``flush_interval``
+    (0.5 s: how long the sender waits to fill a batch), ``retry_timeout`` (60 s per batch),
+    ``gzip`` (False, or a compression level), ``timeout`` (15 s per request),
+    ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``.
+    Mapping options, both modes: ``exclude_fields``, ``anonymize_ip``, ``anonymous_id_field``
+    (see :class:`~eventtracking.segment.mapping.MappingOptions`), ``trim_oversized``.
+    """
+
+    def __init__(
+        self,
+        write_key: Optional[str] = None,
+        host: Optional[str] = None,
+        *,
+        exclude_fields: tuple[str, ...] = (),
+        anonymize_ip: bool = False,
+        anonymous_id_field: Optional[str] = None,
+        trim_oversized: bool = False,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        max_batch_size: int = 500,
+        flush_interval: float = 0.5,
+        retry_timeout: float = 60.0,
+        gzip: int | bool = False,
+        timeout: float = 15.0,
+        exit_timeout: float = 5.0,
+        on_error: Optional[ErrorHook] = None,
+    ) -> None:
+        self._mapping = MappingOptions(tuple(exclude_fields), anonymize_ip, anonymous_id_field)
+        self.trim_oversized = trim_oversized
+        self.exit_timeout = exit_timeout
+        self._counters = Counters()
+        self._ids = MessageIds()
+        self._dropped_since_warning = 0
+        self._last_warning = 0.0
+        self._sender: Optional[Sender] = None
+        self._client: Any = None
+        if write_key is None:
+            if host is not None:
+                raise ValueError("host is only used with write_key (owned mode)")
+            self._client = _global_client()
+            if self._client is None:
+                log.warning(
+                    "SegmentBackend: neither segment.analytics (segment-analytics-python 2.x) nor "
+                    "analytics (1.x) can be imported, and no write_key was given: events will be "
+                    "counted as skipped ('no_client'), not sent"
+                )
+        else:
+            if not isinstance(write_key, str) or not write_key:
+                raise ValueError("write_key must be a non-empty string")
+            transport = HttpTransport(
+                host or DEFAULT_HOST, write_key, gzip_level=6 if gzip is True else int(gzip), timeout=timeout
+            )
+            self._buffer = MemoryBuffer(max_buffer_bytes)
+            self._sender = Sender(
+                self._buffer,
+                transport,
+                self._counters,
+                batch_count=max_batch_size,
+                linger=flush_interval,
+                retry_budget=retry_timeout,
+                on_error=on_error,
+            )
+            _LIVE_BACKENDS.add(self)
+
+    def __repr__(self) -> str:
+        mode = f"owned, {self._sender.transport!r}" if self._sender else "drop-in"
+        return f"<SegmentBackend {mode}>"
+
+    # -- the caller's thread -----------------------------------------------------------------
+
+    def send(self, event: Any, message_id: Optional[str] = None) -> None:
+        """Map, encode and buffer one event (owned mode) or hand it to the global client.
+
+        Never raises. ``message_id`` (optional) fixes the Segment messageId, for callers that
+        need it deterministic (replays); otherwise a unique one is assigned.
+        """
+        try:
+            message = to_track_message(event, self._mapping)
+            message["messageId"] = message_id or self._ids.next()
+            if self._sender is None:
+                self._send_to_client(message)
+                return
+            data = encode(message)
+            if len(data) > MAX_MESSAGE_BYTES:
+                data = self._fit(message, len(data))
+            if self._sender._thread is None:
+                self._sender.ensure_started()
+            if not self._buffer.put(data):
+                self._buffer_full()
+        except SkipEvent as skip:
+            self._skip(skip.reason, event)
+        except Unserializable as error:
+            self._skip("unserializable", event, str(error))
+        except Exception:  # the application must never pay for a bug here
+            log.exception("SegmentBackend.send failed on event %r", _name_of(event))
+            self._counters.add_reason("skipped", "internal_error")
+
+    def _fit(self, message: dict, size: int) -> bytes:
+        if self.trim_oversized:
+            data, trimmed = trim_to_fit(message, MAX_MESSAGE_BYTES)
+            log.warning("event %r was %d bytes: trimmed %s", message["event"], size, ", ".join(trimmed))
+            self._counters.add("trimmed")
+            return data
+        log.warning(
+            "event %r skipped: %d bytes encoded, over Segment's %d byte limit",
+            message["event"], size, MAX_MESSAGE_BYTES,
+        )
+        raise SkipEvent("oversized")
+
+    def _buffer_full(self) -> None:
+        self._counters.add_reason("dropped", "buffer_full")
+        self._dropped_since_warning += 1
+        now = time.monotonic()
+        if now - self._last_warning >= WARNING_INTERVAL:
+            log.warning(
+                "SegmentBackend buffer full (%d bytes): dropped %d events since the last warning",
+                self._buffer.max_bytes, self._dropped_since_warning,
+            )
+            self._last_warning = now
+            self._dropped_since_warning = 0
+
+    def _skip(self, reason: str, event: Any, detail: str = "") -> None:
+        self._counters.add_reason("skipped", reason)
+        log.debug("skipped event %r: %s%s", _name_of(event), reason, f" ({detail})" if detail else "")
+
+    def _send_to_client(self, message: dict) -> None:
+        if self._client is None:
+            raise SkipEvent("no_client")
+        self._client.track(
+            user_id=message.get("userId"),
+            anonymous_id=message.get("anonymousId"),
+            event=message["event"],
+            properties=message["properties"],
+            context=message["context"],
+            timestamp=message.get("timestamp"),
+            message_id=message["messageId"],
+        )
+        self._counters.add("accepted")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything accepted so far was delivered or finally refused.
+
+        Returns False when ``timeout`` (seconds; None = no limit) ran out first; a warning then
+        says how much is still pending.
+        """
+        if self._sender is not None:
+            return self._sender.flush(timeout)
+        if self._client is None:
+            return True
+        # The official client's flush() has no timeout and hangs when its thread is gone
+        # (after fork): wait for it on a helper thread instead.
+        done = threading.Event()
+
+        def flush_client() -> None:
+            try:
+                self._client.flush()
+            finally:
+                done.set()
+
+        threading.Thread(target=flush_client, name="segment-client-flush", daemon=True).start()
+        if done.wait(timeout):
+            return True
+        log.warning("flush of the global Segment client timed out after %ss", timeout)
+        return False
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout`` and stop the sender thread; True when nothing was left."""
+        if self._sender is None:
+            return self.flush(timeout)
+        _LIVE_BACKENDS.discard(self)
+        return self._sender.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: accepted, delivered, retries, batches, trimmed, skipped and dropped by
+        reason, and (owned mode) in_flight / buffered_bytes: accepted but not yet answered."""
+        result = self._counters.snapshot()
+        if self._sender is not None:
+            result["accepted"] = self._buffer.accepted
+            result["in_flight"], result["buffered_bytes"] = self._buffer.pending()
+        return result
+
+    def _after_fork_in_child(self) -> None:
+        self._ids.reset()
+        if self._sender is not None:
+            self._sender.after_fork_in_child()
+
+
+def _name_of(event: Any) -> Any:
+    return event.get("name") if isinstance(event, dict) else type(event).__name__
+
+
+# Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
+_LIVE_BACKENDS: weakref.WeakSet[SegmentBackend] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for backend in list(_LIVE_BACKENDS):
+        backend._after_fork_in_child()
+
+
+def _flush_at_exit() -> None:
+    for backend in list(_LIVE_BACKENDS):
+        backend.close(backend.exit_timeout)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)

@@ -1,0 +1,129 @@
+"""The bounded hand-over between application threads and the sender thread.
+
+Application threads ``put`` encoded messages; the sender ``take``\\ s batches of them and,
+when the server has given its final answer, calls ``done`` with the same batch. The buffer
+is bounded in bytes: ``put`` on a full buffer returns False at once (the caller counts the
+drop) rather than blocking the application.
+
+This is the seam a durable spool sits behind: a spool offers the same four methods (``put``,
+``take``, ``done``, ``pending``) and keeps what is taken but not yet ``done`` on disk.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Optional
+
+
+class MemoryBuffer:
+    """A FIFO of encoded messages bounded by their total size in bytes. Thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: deque[bytes] = deque()
+        self._bytes = 0
+        self._taken = 0  # items handed to the sender and not yet done
+        self.accepted = 0  # items ever put (the backend's "accepted" count)
+        self._lock = threading.Lock()
+        self._readable = threading.Condition(self._lock)  # the sender waits here for items
+        self._idle = threading.Condition(self._lock)  # flush() waits here for "nothing pending"
+        self._wanted = 0  # the sender is waiting until this many items are buffered (0: not waiting)
+        self._flushers = 0  # threads in wait_idle(): the sender must not linger for a full batch
+
+    def put(self, item: bytes) -> bool:
+        """Append one encoded message; False (and nothing kept) when it would exceed the bound."""
+        size = len(item)
+        with self._lock:
+            if self._bytes + size > self.max_bytes:
+                return False
+            self._items.append(item)
+            self._bytes += size
+            self.accepted += 1
+            # Waking the sender costs more than the append: only do it when it asked.
+            if self._wanted and len(self._items) >= self._wanted:
+                self._readable.notify()
+        return True
+
+    def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
+        """Remove and return the next batch: at most ``max_count`` items and ``max_bytes`` bytes.
+
+        Blocks until at least one item is there (or ``stop`` is set), then waits up to ``linger``
+        seconds for a full batch unless ``stop`` is set or someone is waiting in ``wait_idle``. Returns [] only when stopping with
+        nothing buffered. The batch counts as pending until ``done(batch)``.
+        """
+        with self._lock:
+            while not self._items:
+                if stop.is_set():
+                    return []
+                self._wait(1, 0.5)
+            if len(self._items) < max_count and linger > 0:
+                deadline = time.monotonic() + linger
+                while len(self._items) < max_count and not stop.is_set() and not self._flushers:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wait(max_count, remaining)
+            batch: list[bytes] = []
+            size = 0
+            items = self._items
+            while items and len(batch) < max_count and size + len(items[0]) <= max_bytes:
+                item = items.popleft()
+                size += len(item)
+                batch.append(item)
+            if not batch:  # a single item larger than max_bytes: let it go alone
+                batch.append(items.popleft())
+                size = len(batch[0])
+            self._bytes -= size
+            self._taken += len(batch)
+            return batch
+
+    def _wait(self, wanted: int, timeout: float) -> None:
+        self._wanted = wanted
+        try:
+            self._readable.wait(timeout)
+        finally:
+            self._wanted = 0
+
+    def wake(self) -> None:
+        """Wake a sender blocked in ``take`` (after ``stop`` was set, or to flush early)."""
+        with self._lock:
+            self._readable.notify_all()
+
+    def done(self, batch: list[bytes]) -> None:
+        """The server gave its final answer for ``batch`` (delivered or finally refused)."""
+        with self._lock:
+            self._taken -= len(batch)
+            if not self._items and not self._taken:
+                self._idle.notify_all()
+
+    def pending(self) -> tuple[int, int]:
+        """(messages, bytes) buffered or taken and not yet done."""
+        with self._lock:
+            return len(self._items) + self._taken, self._bytes
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        """Wait until nothing is buffered or in flight; False when ``timeout`` ran out first."""
+        with self._lock:
+            self._flushers += 1
+            self._readable.notify_all()
+            try:
+                return self._idle.wait_for(lambda: not self._items and not self._taken, timeout)
+            finally:
+                self._flushers -= 1
+
+    def discard_inherited(self) -> None:
+        """After ``fork()`` in the child: the parent delivers what it had; start empty.
+
+        The locks are replaced, not acquired: a thread of the parent may have held them.
+        """
+        self._items = deque()
+        self._bytes = 0
+        self._taken = 0
+        self.accepted = 0
+        self._wanted = 0
+        self._flushers = 0
+        self._lock = threading.Lock()
+        self._readable = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)

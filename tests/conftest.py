@@ -1,0 +1,14 @@
+"""Shared fixtures: the project's own Segment-compatible collector, really listening on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventtracking.collector import Collector
+
+
+@pytest.fixture
+def collector():
+    """A collector on an ephemeral loopback port with an in-memory store."""
+    with Collector() as running:
+        yield running
