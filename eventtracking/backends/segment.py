@@ -77,7 +77,9 @@ class SegmentBackend:
     ``max_buffer_bytes`` (64 MiB), ``max_batch_size`` (500 messages), ``flush_interval``
     (0.5 s: how long the sender waits to fill a batch), ``retry_timeout`` (60 s per batch),
     ``gzip`` (False, or a compression level), ``timeout`` (15 s per request),
-    ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``.
+    ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``,
+    ``spool_dir`` (keep accepted events on disk until acknowledged; see
+    :mod:`eventtracking.segment.spool`), ``spool_max_bytes`` (1 GiB), ``fsync`` (False).
     Mapping options, both modes: ``exclude_fields``, ``anonymize_ip``, ``anonymous_id_field``
     (see :class:`~eventtracking.segment.mapping.MappingOptions`), ``trim_oversized``.
     """
@@ -99,6 +101,9 @@ class SegmentBackend:
         timeout: float = 15.0,
         exit_timeout: float = 5.0,
         on_error: Optional[ErrorHook] = None,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = 1024**3,
+        fsync: bool = False,
     ) -> None:
         self._mapping = MappingOptions(tuple(exclude_fields), anonymize_ip, anonymous_id_field)
         self.trim_oversized = trim_oversized
@@ -125,7 +130,12 @@ class SegmentBackend:
             transport = HttpTransport(
                 host or DEFAULT_HOST, write_key, gzip_level=6 if gzip is True else int(gzip), timeout=timeout
             )
-            self._buffer = MemoryBuffer(max_buffer_bytes)
+            if spool_dir is None:
+                self._buffer = MemoryBuffer(max_buffer_bytes)
+            else:
+                from eventtracking.segment.spool import Spool  # only spooling backends pay for it
+
+                self._buffer = Spool(spool_dir, max_bytes=spool_max_bytes, fsync=fsync)
             self._sender = Sender(
                 self._buffer,
                 transport,

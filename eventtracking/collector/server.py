@@ -82,12 +82,12 @@ def decode_body(raw: bytes, content_encoding: str) -> bytes:
     elif encoding in ("gzip", "x-gzip"):
         body = _gunzip(raw, MAX_BODY_BYTES + 1)
     else:
-        raise Refusal(415, "unsupported_encoding", "unsupported Content-Encoding {!r}".format(encoding[:40]))
+        raise Refusal(415, "unsupported_encoding", f"unsupported Content-Encoding {encoding[:40]!r}")
     if len(body) > MAX_BODY_BYTES:
         raise Refusal(
             400,
             "body_too_large",
-            "request body is over {} bytes (500 KB) once decompressed".format(MAX_BODY_BYTES),
+            f"request body is over {MAX_BODY_BYTES} bytes (500 KB) once decompressed",
         )
     return body
 
@@ -103,7 +103,7 @@ def _gunzip(raw: bytes, max_length: int) -> bytes:
         try:
             part = inflater.decompress(remaining, max_length - produced)
         except zlib.error as exc:
-            raise Refusal(400, "invalid_gzip", "body is not valid gzip: {}".format(exc)) from None
+            raise Refusal(400, "invalid_gzip", f"body is not valid gzip: {exc}") from None
         parts.append(part)
         produced += len(part)
         if produced >= max_length:
@@ -123,7 +123,7 @@ def parse_request_body(body: bytes, implied_type: Optional[str]) -> Tuple[List[A
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Refusal(400, "invalid_json", "body is not valid JSON: {}".format(exc)) from None
+        raise Refusal(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise Refusal(400, "invalid_request", "body must be a JSON object")
     if implied_type is None:
@@ -147,16 +147,14 @@ def encode_messages(
     encoded: List[Tuple[dict, bytes]] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise Refusal(400, "invalid_request", "batch[{}] is not a JSON object".format(index))
+            raise Refusal(400, "invalid_request", f"batch[{index}] is not a JSON object")
         message.pop("writeKey", None)
         text = dumps(message)
         if len(text) > MAX_MESSAGE_BYTES:
             raise Refusal(
                 400,
                 "message_too_large",
-                "batch[{}] is {} bytes, over the {} byte (32 KB) limit".format(
-                    index, len(text), MAX_MESSAGE_BYTES
-                ),
+                f"batch[{index}] is {len(text)} bytes, over the {MAX_MESSAGE_BYTES} byte (32 KB) limit",
             )
         if batch_context:
             own_context = message.get("context")
@@ -216,7 +214,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
         try:
             if path not in MESSAGE_ROUTES:
                 self._discard_body()
-                raise Refusal(404, "not_found", "no route POST {}".format(path[:200]))
+                raise Refusal(404, "not_found", f"no route POST {path[:200]}")
             raw = self._read_body()
             if raw is None:  # the client went away mid-body
                 self.close_connection = True
@@ -258,7 +256,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
             )
             self._send_json(200, payload)
         else:
-            self._send_json(404, _error_body("not_found", "no route GET {}".format(path[:200])))
+            self._send_json(404, _error_body("not_found", f"no route GET {path[:200]}"))
 
     # -- request handling ---------------------------------------------------------------
 
@@ -335,12 +333,14 @@ class CollectorHandler(BaseHTTPRequestHandler):
             logger.info("fault: answering %d", fault.status)
             headers: List[Tuple[str, str]] = []
             if fault.retry_after is not None:
+                # Whole seconds as HTTP says; a fraction is passed through so tests can stay fast.
                 seconds = fault.retry_after
-                headers.append(("Retry-After", str(int(seconds)) if seconds == int(seconds) else str(seconds)))
+                value = str(int(seconds)) if seconds == int(seconds) else str(seconds)
+                headers.append(("Retry-After", value))
             if 200 <= fault.status < 300:
                 payload = _SUCCESS
             else:
-                payload = _error_body("injected_fault", "injected fault: HTTP {}".format(fault.status))
+                payload = _error_body("injected_fault", f"injected fault: HTTP {fault.status}")
             self._send_json(fault.status, payload, headers)
             return True
         return False
@@ -355,20 +355,19 @@ class CollectorHandler(BaseHTTPRequestHandler):
                 raise Refusal(401, "unauthorized", "wrong write key")
         body = decode_body(raw, self.headers.get("Content-Encoding", ""))
         messages, document = parse_request_body(body, implied_type)
-        body_key = document.pop("writeKey", None)
+        body_key = document.get("writeKey", None)
         if expected_key is not None and authorization is None and not _same_key(body_key, expected_key):
             raise Refusal(401, "unauthorized", "missing or wrong write key")
         batch_context = document.get("context") if implied_type is None else None
         encoded = encode_messages(messages, batch_context if isinstance(batch_context, dict) else None)
         rejected = collector.faults.rejected_event_in(message for message, _ in encoded)
         if rejected is not None:
-            raise Refusal(
-                400, "rejected_event", "batch refused: it holds a message with rejected event {!r}".format(rejected)
-            )
+            reason = f"batch refused: it holds a message with rejected event {rejected!r}"
+            raise Refusal(400, "rejected_event", reason)
         received_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         sent_at = as_text(document.get("sentAt"))
         collector.store.append(
-            [make_row(message, text.decode("utf-8"), received_at, sent_at, route) for message, text in encoded]
+            [make_row(message, text.decode(), received_at, sent_at, route) for message, text in encoded]
         )
         collector._count("accepted")
         self._send_json(200, _SUCCESS)
@@ -505,7 +504,7 @@ class Collector:
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},  # how quickly stop() is noticed
-            name="collector-{}".format(self.port),
+            name=f"collector-{self.port}",
             daemon=True,
         )
         self._thread.start()
@@ -515,8 +514,8 @@ class Collector:
     @property
     def url(self) -> str:
         """Base URL, e.g. ``http://127.0.0.1:PORT`` (the port is known once started)."""
-        host = "[{}]".format(self.host) if ":" in self.host else self.host
-        return "http://{}:{}".format(host, self.port)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     def messages(self, event: Optional[str] = None, limit: Optional[int] = None) -> List[dict]:
         """Decoded stored messages in arrival order, optionally only those named ``event``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import orjson
 
@@ -86,12 +86,12 @@ class MessageStore:
         if readonly:
             if self.path == ":memory:":
                 raise ValueError("a read-only store needs a database file")
-            uri = "file:{}?mode=ro".format(_uri_path(self.path))
+            uri = f"file:{_uri_path(self.path)}?mode=ro"
             try:
                 self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
                 self._db.execute("SELECT 1 FROM messages LIMIT 1")
             except sqlite3.OperationalError as exc:
-                raise FileNotFoundError("no collector database at {}: {}".format(self.path, exc)) from None
+                raise FileNotFoundError(f"no collector database at {self.path}: {exc}") from None
             return
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

@@ -5,8 +5,9 @@ when the server has given its final answer, calls ``done`` with the same batch. 
 is bounded in bytes: ``put`` on a full buffer returns False at once (the caller counts the
 drop) rather than blocking the application.
 
-This is the seam a durable spool sits behind: a spool offers the same four methods (``put``,
-``take``, ``done``, ``pending``) and keeps what is taken but not yet ``done`` on disk.
+This is the seam a durable spool sits behind: a spool offers the same methods (``put``,
+``take``, ``done``, ``pending``, ``wait_idle``, ``wake``, ``keep_for_later``, ``dead_letter``, ``discard_inherited``,
+``close``, ``accepted``, ``max_bytes``) and keeps what is taken but not yet ``done`` on disk.
 """
 
 from __future__ import annotations
@@ -112,6 +113,17 @@ class MemoryBuffer:
                 return self._idle.wait_for(lambda: not self._items and not self._taken, timeout)
             finally:
                 self._flushers -= 1
+
+    def keep_for_later(self, batch: list[bytes]) -> bool:
+        """The sender gave up on ``batch`` (retry budget spent, or closing). True when the
+        buffer keeps it for a later attempt (a spool does); memory cannot, so it is lost."""
+        return False
+
+    def dead_letter(self, reason: str, batch: list[bytes]) -> None:
+        """Messages the server finally refused. Memory keeps nothing (``on_error`` sees them)."""
+
+    def close(self) -> None:
+        """Nothing to release in memory."""
 
     def discard_inherited(self) -> None:
         """After ``fork()`` in the child: the parent delivers what it had; start empty.

@@ -117,6 +117,7 @@ class Sender:
             remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
             thread.join(remaining)
         self.transport.close()
+        self.buffer.close()
         return delivered_all
 
     def after_fork_in_child(self) -> None:
@@ -158,8 +159,12 @@ class Sender:
                 parts.append(part[middle:])
                 parts.append(part[:middle])  # popped first: order is kept
             elif is_retryable(answer.status):
-                self._drop("gave_up", part, answer)
+                if self.buffer.keep_for_later(part):
+                    self.counters.add("deferred", len(part))
+                else:
+                    self._drop("gave_up", part, answer)
             else:
+                self.buffer.dead_letter(f"HTTP {answer.status}: {answer.reason}", part)
                 self._drop("refused", part, answer)
 
     def _post(self, part: list[bytes], deadline: float) -> Answer:

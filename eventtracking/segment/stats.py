@@ -8,10 +8,10 @@ from typing import Any
 
 
 class Counters:
-    """Totals (``accepted``, ``delivered``, ``retries``, ``batches``, ``trimmed``) and per-reason tallies
+    """Totals (``accepted``, ``delivered``, ``retries``, ``batches``, ``trimmed``, ``deferred``) and per-reason tallies
     (``skipped``, ``dropped``). ``snapshot()`` returns plain dicts, never live state."""
 
-    TOTALS = ("accepted", "delivered", "retries", "batches", "trimmed")
+    TOTALS = ("accepted", "delivered", "retries", "batches", "trimmed", "deferred")
     GROUPS = ("skipped", "dropped")
 
     def __init__(self) -> None:

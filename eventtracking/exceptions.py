@@ -1,0 +1,5 @@
+"""Exceptions at the module path the original package uses (``eventtracking.exceptions``)."""
+
+from eventtracking.processors.exceptions import EventEmissionExit, ImproperlyConfigured
+
+__all__ = ["EventEmissionExit", "ImproperlyConfigured"]

@@ -1,0 +1,386 @@
+"""Encode a Segment message as compact, strict JSON, whatever the event holds.
+
+Contract of :func:`encode`:
+
+* Returns UTF-8 bytes of compact JSON that any strict parser accepts: never
+  ``NaN``/``Infinity`` tokens, never invalid UTF-8.
+* Raises nothing but :class:`Unserializable`, and only for a self-referencing
+  structure ("cycle at properties.data.x") or for nesting deeper than
+  :data:`MAX_DEPTH` containers ("nesting deeper than 254 levels at ..."),
+  the limit orjson enforces. Both are refused rather than cut short because a
+  silently truncated event is worse than a clearly rejected one; the caller
+  decides whether to drop or log it.
+* Fast path: a single ``orjson.dumps`` call with a small ``default`` hook.
+  Only when orjson refuses the message does a coercing walk copy it into
+  plain JSON types and encode the copy, so well-formed events pay nothing.
+
+Values are kept, not dropped. Rules (identical on the fast path and the walk):
+
+* ``str``/``int``/``dict``/``list`` subclasses (OrderedDict, IntEnum,
+  str-Enum, ...) encode as their base value; any other ``Enum`` as its
+  ``value``; ``float`` subclasses as the float.
+* ``datetime``/``date``/``time``: ISO 8601 as orjson writes it; a naive
+  datetime is taken as UTC (``+00:00``). A ``time`` with a tzinfo (which
+  orjson refuses) becomes ``str(time)``, also ISO 8601.
+* ``UUID``: its canonical hyphenated string. Dataclasses: as orjson does
+  (an object of their fields).
+* ``Decimal``: NaN and infinities become ``null`` (as float NaN does);
+  an integral value within 64 bits becomes a JSON integer; otherwise a JSON
+  number when the shortest float text for it is numerically the same decimal
+  (``Decimal("0.1")`` -> ``0.1``); otherwise the Decimal's ``str()`` as a JSON
+  string, so no digit is lost (``Decimal("3.14159265358979323846")``).
+* ``bytes``/``bytearray``/``memoryview``: decoded as UTF-8; each invalid
+  sequence becomes U+FFFD (Python's ``errors="replace"``).
+* ``set``/``frozenset``/``tuple`` (and namedtuples): JSON arrays, in
+  iteration order. Other non-dict Mappings: JSON objects.
+* Integers outside orjson's 64-bit range (-2**63 .. 2**64-1): decimal
+  strings; past Python's int-to-str digit limit, ``hex()`` strings.
+* Float NaN/Infinity: ``null``.
+* Strings, values and keys alike, with lone surrogates: each lone surrogate
+  becomes U+FFFD; a surrogate pair is joined into its character.
+* Dict keys that are not strings: ``None``/``True``/``False`` become
+  ``"null"``/``"true"``/``"false"`` (as ``json.dumps`` writes them); dates and
+  times ISO 8601 as above; bytes decoded as above; an Enum key as its value's
+  key; anything else ``str(key)`` (ints, floats, UUIDs, Decimals, tuples).
+  When two keys of one dict end up as the same text, the later one wins.
+* Any other object: ``str(obj)`` (Open edX CourseKey/UsageKey objects arrive
+  this way); if ``str()`` raises, ``"<unprintable TypeName>"``.
+
+Paths in error messages are dotted keys with list indices in brackets:
+``properties.data.items[3].x``.
+
+:func:`trim_to_fit` is the opt-in remedy for messages over the size limit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+import orjson
+
+MAX_MESSAGE_BYTES = 32 * 1024
+# orjson refuses containers nested deeper than this; the walk enforces the same.
+MAX_DEPTH = 254
+
+_OPTIONS = orjson.OPT_NAIVE_UTC
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+# Types the default hook converts; the walk routes them through the same hook.
+_HOOKED_TYPES = (Decimal, bytes, bytearray, memoryview, set, frozenset, tuple, float, Mapping)
+_PATH_TEXT_LIMIT = 200
+
+
+class Unserializable(ValueError):
+    """The message cannot be made into JSON (cycle, nesting too deep)."""
+
+
+def encode(message: Mapping) -> bytes:
+    """Return ``message`` as compact, strict UTF-8 JSON; see the module docstring.
+
+    Raises :class:`Unserializable` (and nothing else) for cycles and for
+    nesting deeper than :data:`MAX_DEPTH`.
+    """
+    try:
+        return orjson.dumps(message, default=_default, option=_OPTIONS)
+    except Exception:
+        # orjson refused something (surrogate, huge int, non-str key, cycle...):
+        # coerce a copy into plain JSON types and encode that.
+        return _encode_coerced(message)
+
+
+def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, list[str]]:
+    """Encode ``message``, trimming ``properties.data`` until it fits in ``limit`` bytes.
+
+    Values inside ``message["properties"]["data"]`` are replaced, largest
+    encoded size first, by a marker string ``"<trimmed N bytes>"`` (N being
+    the encoded size of what it replaced). The walk descends into a dict
+    instead of trimming it whole when its largest entry alone would make up
+    the remaining excess, so the cut is as deep (as small) as one cut can be.
+    The trimmed paths (``"data.answers"``, ``"data.state.blob"``) are recorded
+    in ``properties["trimmed"]`` and returned. As a last resort ``data`` is
+    emptied (path ``"data"``).
+
+    Returns ``(encoded bytes, trimmed paths)``; the paths list is empty when
+    the message already fits. Only copies are changed: the caller's message
+    and everything in it stay as they were.
+
+    Raises :class:`Unserializable` when the message cannot be encoded at all,
+    or cannot fit even with ``data`` emptied (for instance an oversized
+    context), or has no ``properties.data`` to trim.
+    """
+    encoded = encode(message)
+    if len(encoded) <= limit:
+        return encoded, []
+    properties = message.get("properties") if isinstance(message, Mapping) else None
+    if not isinstance(properties, Mapping) or "data" not in properties:
+        raise Unserializable(
+            f"message is {len(encoded)} bytes, over the {limit}-byte limit, "
+            "and has no properties.data to trim"
+        )
+    data = properties["data"]
+    sizes: dict[int, int] = {}  # id -> encoded size; the caller's values stay alive, so ids are stable
+    need = len(encoded) - limit
+    if isinstance(data, Mapping):
+        # A few rounds: the "trimmed" list itself adds bytes the first estimate did not count.
+        for _round in range(4):
+            trimmed: list[str] = []
+            trimmed_data, saved = _shrink(data, need, "data", trimmed, sizes)
+            if saved < need:
+                break
+            encoded = encode(_with_data(message, properties, trimmed_data, trimmed))
+            if len(encoded) <= limit:
+                return encoded, trimmed
+            need += len(encoded) - limit
+    encoded = encode(_with_data(message, properties, {}, ["data"]))
+    if len(encoded) <= limit:
+        return encoded, ["data"]
+    raise Unserializable(f"message is {len(encoded)} bytes even with properties.data emptied; limit {limit}")
+
+
+# --- fast-path hook -------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    """Convert a value orjson does not handle natively; never raises."""
+    try:
+        if isinstance(value, Decimal):
+            return _decimal_value(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value).decode("utf-8", "replace")
+        if isinstance(value, (set, frozenset, tuple)):
+            return list(value)
+        if isinstance(value, float):
+            return float.__float__(value)
+        if isinstance(value, Mapping):
+            return dict(value)
+    except Exception:
+        pass  # a broken container or buffer is still kept, as its text
+    return _text_of(value)
+
+
+def _decimal_value(number: Decimal) -> Any:
+    if not number.is_finite():
+        return None
+    # adjusted() guards int() against building a huge int for e.g. 1E+1000000.
+    if number.adjusted() < 20 and number == number.to_integral_value():
+        integer = int(number)
+        if _INT_MIN <= integer <= _INT_MAX:
+            return integer
+    as_float = float(number)
+    if math.isfinite(as_float) and Decimal(repr(as_float)) == number:
+        return as_float
+    return str(number)
+
+
+def _text_of(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+# --- coercing walk (only when the fast path refused the message) --------------------------------------
+
+
+class _Trouble(Exception):
+    """Raised inside the walk; collects the path while it unwinds, so the walk tracks none."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str | int] = []  # innermost first
+
+
+def _encode_coerced(message: Any) -> bytes:
+    try:
+        return orjson.dumps(_coerce(message, 1, set()), option=_OPTIONS)
+    except _Trouble as trouble:
+        raise Unserializable(f"{trouble.reason} at {_path_text(trouble.path)}") from None
+    except RecursionError:
+        raise Unserializable("nesting too deep for the interpreter stack") from None
+    except Exception as error:
+        raise Unserializable(f"cannot encode message: {type(error).__name__}") from error
+
+
+def _coerce(value: Any, depth: int, active: set[int]) -> Any:
+    """Return ``value`` as plain JSON types or an orjson.Fragment.
+
+    ``active`` holds the ids of the containers currently being walked (cycle detection).
+    """
+    kind = type(value)
+    if kind is str:
+        return _clean_text(value)
+    if kind is int:
+        return value if _INT_MIN <= value <= _INT_MAX else _int_text(value)
+    if kind is float or kind is bool or value is None:
+        return value
+    if isinstance(value, dict):
+        return _coerce_dict(value, depth, active)
+    if isinstance(value, list):
+        return _coerce_list(value, depth, active)
+    if isinstance(value, str):
+        return _clean_text(str.__str__(value))
+    if isinstance(value, int):
+        return _coerce(int.__int__(value), depth, active)
+    if isinstance(value, Enum):
+        return _coerce(value.value, depth, active)
+    if isinstance(value, _HOOKED_TYPES):
+        return _coerce(_default(value), depth, active)
+    # datetime, date, time, UUID, dataclass, opaque keys...: let orjson write it
+    # alone so the text is exactly what the fast path would have produced.
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=_default, option=_OPTIONS))
+    except Exception:
+        return _coerce(_default(value), depth, active)
+
+
+def _coerce_dict(mapping: dict, depth: int, active: set[int]) -> dict:
+    _enter(mapping, depth, active)
+    result = {}
+    key = None
+    try:
+        for key, item in dict.items(mapping):
+            text = _clean_text(key) if type(key) is str else _key_text(key)
+            result[text] = _coerce(item, depth + 1, active)
+    except _Trouble as trouble:
+        trouble.path.append(_key_text(key))
+        raise
+    active.discard(id(mapping))
+    return result
+
+
+def _coerce_list(items: list, depth: int, active: set[int]) -> list:
+    _enter(items, depth, active)
+    result: list = []
+    try:
+        for item in items:
+            result.append(_coerce(item, depth + 1, active))
+    except _Trouble as trouble:
+        trouble.path.append(len(result))
+        raise
+    active.discard(id(items))
+    return result
+
+
+def _enter(container: Any, depth: int, active: set[int]) -> None:
+    if depth > MAX_DEPTH:
+        raise _Trouble(f"nesting deeper than {MAX_DEPTH} levels")
+    if id(container) in active:
+        raise _Trouble("cycle")
+    active.add(id(container))
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return _clean_text(str.__str__(key))
+    if key is None:
+        return "null"
+    if key is True:
+        return "true"
+    if key is False:
+        return "false"
+    if isinstance(key, int):
+        return _int_text(int.__int__(key))
+    if isinstance(key, Enum):
+        return _key_text(key.value)
+    if isinstance(key, (datetime.date, datetime.time)):
+        try:
+            # orjson writes these as a quoted string with nothing to escape.
+            return orjson.dumps(key, option=_OPTIONS)[1:-1].decode()
+        except Exception:
+            return _clean_text(_text_of(key))
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return _clean_text(_default(key))
+    return _clean_text(_text_of(key))
+
+
+def _int_text(number: int) -> str:
+    try:
+        return str(number)
+    except ValueError:  # beyond sys.get_int_max_str_digits(); hex has no such limit
+        return hex(number)
+
+
+def _clean_text(text: str) -> str:
+    """Replace each lone surrogate with U+FFFD (pairs are joined); other text is returned as is."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def _path_text(segments: list[str | int]) -> str:
+    parts: list[str] = []
+    for segment in reversed(segments):
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        else:
+            parts.append(f".{segment}" if parts else segment)
+    text = "".join(parts) or "<message>"
+    return text if len(text) <= _PATH_TEXT_LIMIT else text[:_PATH_TEXT_LIMIT] + "..."
+
+
+# --- trimming -------------------------------------------------------------------------------------
+
+
+def _with_data(message: Mapping, properties: Mapping, data: Any, trimmed: list[str]) -> dict:
+    new_properties = dict(properties)
+    new_properties["data"] = data
+    new_properties["trimmed"] = trimmed
+    new_message = dict(message)
+    new_message["properties"] = new_properties
+    return new_message
+
+
+def _size(value: Any, sizes: dict[int, int]) -> int:
+    size = sizes.get(id(value))
+    if size is None:
+        size = sizes[id(value)] = len(encode(value))
+    return size
+
+
+def _marker(size: int) -> str:
+    return f"<trimmed {size} bytes>"
+
+
+def _saving(size: int) -> int:
+    """Bytes saved by replacing a value of encoded ``size`` with its marker (ASCII, quoted)."""
+    return size - (len(_marker(size)) + 2)
+
+
+def _shrink(
+    node: Mapping, need: int, prefix: str, trimmed: list[str], sizes: dict[int, int]
+) -> tuple[dict, int]:
+    """Return a copy of ``node`` with its largest values trimmed to save ``need`` bytes, and bytes saved."""
+    children = sorted(node.items(), key=lambda item: _size(item[1], sizes), reverse=True)
+    copy = dict(node)
+    saved = 0
+    for key, value in children:
+        remaining = need - saved
+        if remaining <= 0:
+            break
+        path = f"{prefix}.{_key_text(key)}"
+        if isinstance(value, Mapping) and value and _one_entry_suffices(value, remaining, sizes):
+            copy[key], gained = _shrink(value, remaining, path, trimmed, sizes)
+        else:
+            size = _size(value, sizes)
+            gained = _saving(size)
+            if gained <= 0:
+                break  # sorted: every later value is smaller still
+            copy[key] = _marker(size)
+            trimmed.append(path)
+        saved += gained
+    return copy, saved
+
+
+def _one_entry_suffices(node: Mapping, need: int, sizes: dict[int, int]) -> bool:
+    largest = max(_size(value, sizes) for value in node.values())
+    return _saving(largest) >= need
