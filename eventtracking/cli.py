@@ -73,17 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional_subcommand(subparsers: Any, module_name: str) -> None:
-    # Another module may contribute a subcommand; its absence is normal, but a module that
-    # exists and fails to import is a bug worth seeing, so only find_spec is guarded.
-    if importlib.util.find_spec(module_name) is None:
+    """Let ``module_name`` contribute subcommands if it exists and is a CLI plug-in.
+
+    A plug-in has ``add_parser(subparsers)`` and ``run(args) -> int``.  A module without
+    them (say, one still being written) is skipped, and one that fails to import is
+    reported on stderr and skipped: neither may take ``collect`` and ``received`` down.
+    """
+    try:
+        if importlib.util.find_spec(module_name) is None:
+            return
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        print(f"eventtracking: {module_name} unavailable: {exc!r}", file=sys.stderr)
         return
-    module = importlib.import_module(module_name)
+    add_parser, run = getattr(module, "add_parser", None), getattr(module, "run", None)
+    if not callable(add_parser) or not callable(run):
+        return
     before = set(subparsers.choices)
-    module.add_parser(subparsers)
+    add_parser(subparsers)
     for name in set(subparsers.choices) - before:
         subcommand = subparsers.choices[name]
         if subcommand.get_default("run") is None:
-            subcommand.set_defaults(run=module.run)
+            subcommand.set_defaults(run=run)
 
 
 def _positive_int(text: str) -> int:

@@ -26,6 +26,7 @@ import hmac
 import logging
 import socket
 import socketserver
+import sys
 import threading
 import time
 import zlib
@@ -206,7 +207,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
 
     # -- routes -----------------------------------------------------------------------
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         collector = self.server.collector
         path = urlsplit(self.path).path
         if path not in MESSAGE_ROUTES and path.rstrip("/") in MESSAGE_ROUTES:
@@ -224,13 +225,16 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self._ingest(MESSAGE_ROUTES[path], path, raw)
         except Refusal as refusal:
             self._refuse(refusal)
+        except (ConnectionError, TimeoutError):
+            # The client went away or stalled mid-request: nobody is left to answer.
+            self.close_connection = True
         except Exception:
             logger.exception("collector failed on POST %s", path[:200])
             collector._count("failed")
             self.close_connection = True
             self._send_json(500, _error_body("internal", "collector error"))
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/")
         store = self.server.collector.store
@@ -355,7 +359,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
                 raise Refusal(401, "unauthorized", "wrong write key")
         body = decode_body(raw, self.headers.get("Content-Encoding", ""))
         messages, document = parse_request_body(body, implied_type)
-        body_key = document.get("writeKey", None)
+        body_key = document.pop("writeKey", None)
         if expected_key is not None and authorization is None and not _same_key(body_key, expected_key):
             raise Refusal(401, "unauthorized", "missing or wrong write key")
         batch_context = document.get("context") if implied_type is None else None
@@ -393,7 +397,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's signature)
+    def log_message(self, format: str, *args: Any) -> None:
         # Request lines and statuses only; the write key travels in a header and the body,
         # neither of which is logged.
         if logger.isEnabledFor(logging.DEBUG):
@@ -457,7 +461,12 @@ class CollectorHTTPServer(ThreadingHTTPServer):
                 pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        logger.exception("collector connection from %s failed", client_address)
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            # A client hanging up while being answered is routine, not a collector fault.
+            logger.debug("connection from %s ended: %r", client_address, error)
+        else:
+            logger.exception("collector connection from %s failed", client_address)
 
 
 class Collector:

@@ -87,11 +87,15 @@ class MessageStore:
             if self.path == ":memory:":
                 raise ValueError("a read-only store needs a database file")
             uri = f"file:{_uri_path(self.path)}?mode=ro"
+            reader: Optional[sqlite3.Connection] = None
             try:
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-                self._db.execute("SELECT 1 FROM messages LIMIT 1")
-            except sqlite3.OperationalError as exc:
+                reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                reader.execute("SELECT 1 FROM messages LIMIT 1")
+            except sqlite3.DatabaseError as exc:  # missing file, not SQLite, or no messages table
+                if reader is not None:
+                    reader.close()
                 raise FileNotFoundError(f"no collector database at {self.path}: {exc}") from None
+            self._db = reader
             return
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)

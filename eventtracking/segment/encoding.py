@@ -49,6 +49,11 @@ Values are kept, not dropped. Rules (identical on the fast path and the walk):
 Paths in error messages are dotted keys with list indices in brackets:
 ``properties.data.items[3].x``.
 
+Not guarded (guarding would cost a walk on every message): orjson 3.13 itself
+crashes the process, before any fallback can run, on a cycle that passes
+through a tuple, on tuples nested thousands deep (tuples escape its depth
+counter), and on a datetime whose tzinfo raises from ``utcoffset()``.
+
 :func:`trim_to_fit` is the opt-in remedy for messages over the size limit.
 """
 
@@ -59,7 +64,7 @@ import math
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -148,19 +153,39 @@ def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, l
 def _default(value: Any) -> Any:
     """Convert a value orjson does not handle natively; never raises."""
     try:
-        if isinstance(value, Decimal):
-            return _decimal_value(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value).decode("utf-8", "replace")
-        if isinstance(value, (set, frozenset, tuple)):
-            return list(value)
-        if isinstance(value, float):
-            return float.__float__(value)
-        if isinstance(value, Mapping):
-            return dict(value)
+        kind = type(value)
+        convert = _converters.get(kind)
+        if convert is None:
+            convert = _converter_for(kind)
+            if len(_converters) < _CONVERTER_CACHE_SIZE:
+                _converters[kind] = convert
+        return convert(value)
     except Exception:
-        pass  # a broken container or buffer is still kept, as its text
-    return _text_of(value)
+        return _text_of(value)  # a broken container or buffer is still kept, as its text
+
+
+# Converter per exact type, so the hook costs one dict lookup instead of a chain of
+# isinstance checks (opaque keys such as CourseKey come through here on the fast path).
+_converters: dict[type, Callable[[Any], Any]] = {}
+_CONVERTER_CACHE_SIZE = 256  # bounded: classes made at run time must not pile up
+
+
+def _converter_for(kind: type) -> Callable[[Any], Any]:
+    if issubclass(kind, Decimal):
+        return _decimal_value
+    if issubclass(kind, (bytes, bytearray, memoryview)):
+        return _bytes_text
+    if issubclass(kind, (set, frozenset, tuple)):
+        return list
+    if issubclass(kind, float):
+        return float.__float__
+    if issubclass(kind, Mapping):
+        return dict
+    return _text_of
+
+
+def _bytes_text(value: bytes | bytearray | memoryview) -> str:
+    return bytes(value).decode("utf-8", "replace")
 
 
 def _decimal_value(number: Decimal) -> Any:
@@ -295,7 +320,7 @@ def _key_text(key: Any) -> str:
         except Exception:
             return _clean_text(_text_of(key))
     if isinstance(key, (bytes, bytearray, memoryview)):
-        return _clean_text(_default(key))
+        return _clean_text(_default(key))  # never raises, and gives text for bytes-like
     return _clean_text(_text_of(key))
 
 

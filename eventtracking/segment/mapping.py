@@ -87,26 +87,29 @@ def to_track_message(event: Any, options: MappingOptions = DEFAULT_OPTIONS) -> d
     The returned message shares ``properties`` with the event (no copy is made here): the
     backend snapshots it by encoding before ``send()`` returns.
     """
-    if not isinstance(event, Mapping):
+    # This runs on the application's thread for every event: the `type(x) is` tests are the
+    # common case, checked before the slower general ones.
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise SkipEvent("not_a_mapping")
     if options._excluded:
         event = privacy.without_paths(event, options._excluded)
     context = event.get("context")
     if context is None:
         context = {}
-    elif not isinstance(context, Mapping):
+    elif type(context) is not dict and not isinstance(context, Mapping):
         raise SkipEvent("bad_context")
 
-    name = _event_name(event.get("name"))
-    message: dict[str, Any] = {"type": "track", "event": name}
+    name = event.get("name")
+    if type(name) is not str or not name:
+        name = _event_name(name)
 
     user_id = context.get("user_id")
     if user_id is not None:
-        message["userId"] = _identity(user_id, "bad_user_id")
+        identity = ("userId", str(user_id) if type(user_id) is int else _identity(user_id, "bad_user_id"))
     elif options._anonymous_path is not None and (
         anonymous_id := privacy.get_path(event, options._anonymous_path)
     ) is not None:
-        message["anonymousId"] = _identity(anonymous_id, "bad_anonymous_id")
+        identity = ("anonymousId", _identity(anonymous_id, "bad_anonymous_id"))
     else:
         raise SkipEvent("no_user_id")
 
@@ -114,10 +117,12 @@ def to_track_message(event: Any, options: MappingOptions = DEFAULT_OPTIONS) -> d
         context = dict(context, ip=privacy.anonymize_ip(context["ip"]))
         event = dict(event, context=context)
 
-    message["properties"] = event
-    message["context"] = segment_context(context)
-    message["context"]["library"] = LIBRARY
-    timestamp = _timestamp(event.get("timestamp"))
+    lifted = segment_context(context)
+    lifted["library"] = LIBRARY
+    message = {"type": "track", "event": name, identity[0]: identity[1], "properties": event, "context": lifted}
+    timestamp = event.get("timestamp")
+    if type(timestamp) is not datetime.datetime or timestamp.tzinfo is None:
+        timestamp = _timestamp(timestamp)
     if timestamp is not None:
         message["timestamp"] = timestamp
     return message

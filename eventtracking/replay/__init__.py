@@ -1,0 +1,22 @@
+"""``eventtracking replay``: send tracking logs to Segment, fast, resumable and idempotent.
+
+Sites keep months of tracking logs (JSON lines from the LoggerBackend or Open edX's legacy
+tracking log, plain or gzip-rotated). Replaying them sends each event through
+:class:`~eventtracking.backends.segment.SegmentBackend` in the shape the live backend sent it
+(:mod:`~eventtracking.replay.events`), under a messageId derived from the line and its line
+number, so a repeated or resumed replay adds nothing new in Segment (which dedupes on
+messageId). The modules:
+
+* :mod:`~eventtracking.replay.lines`: inputs (files, gzip, directories, stdin) read in chunks;
+* :mod:`~eventtracking.replay.events`: a line's object → the live event; the messageId;
+* :mod:`~eventtracking.replay.checkpoint`: per input, the line up to which all was acknowledged;
+* :mod:`~eventtracking.replay.command`: the command line (``add_parser``/``run``, the hook
+  :mod:`eventtracking.cli` looks for) and the replay loop.
+"""
+
+from __future__ import annotations
+
+from eventtracking.replay.command import Replay, Summary, add_parser, run
+from eventtracking.replay.events import message_id, to_live_event
+
+__all__ = ["Replay", "Summary", "add_parser", "message_id", "run", "to_live_event"]

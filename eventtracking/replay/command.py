@@ -1,0 +1,550 @@
+"""``eventtracking replay PATH...``: the command line and the replay loop.
+
+Contract:
+
+* Every line of every input is read once, in order. A line is a JSON object, possibly after a
+  prefix (parsing starts at its first ``{``); blank lines are skipped; anything else is an
+  unreadable line, counted and named (``file:line``) in the summary, never a crash.
+* Each event goes through :class:`~eventtracking.backends.segment.SegmentBackend` in the live
+  shape (:mod:`eventtracking.replay.events`) with a deterministic messageId, so a rerun or a
+  resumed run adds nothing new in Segment, which dedupes on messageId.
+* The reader never outruns the backend: past :data:`BACKLOG_BYTES` waiting to be sent it
+  waits, so memory stays flat whatever the size of the inputs.
+* With ``--checkpoint FILE``, every ``--checkpoint-every`` lines the backend is flushed and,
+  when nothing failed, the position of each input is written (see
+  :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines.
+  After a delivery failure the checkpoint stops advancing, so a rerun retries from there.
+* A destination that stays unreachable (a batch given up after the backend's retries) ends
+  the run early: resume it later with the checkpoint.
+* Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were
+  unreadable or deliveries failed; 2 on usage errors; 130 when interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Pattern, Sequence, TextIO, Tuple
+
+import orjson
+
+from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, head_fingerprint
+from eventtracking.replay.events import message_id, to_live_event
+from eventtracking.replay.lines import (
+    OVERLONG_LINE,
+    Source,
+    SourceError,
+    find_sources,
+    open_source,
+    read_lines,
+)
+from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
+from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
+
+WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
+DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
+# Sent as the write key to a --host that was given without one (a collector that takes any).
+PLACEHOLDER_WRITE_KEY = "eventtracking-replay"
+BACKLOG_BYTES = 8 << 20  # encoded messages waiting for the sender before the reader waits
+DEFAULT_CHECKPOINT_EVERY = 20_000
+UNREADABLE_SHOWN = 10
+# Drops that mean "the destination is not taking anything now": stop reading, resume later.
+STOP_REASONS = ("gave_up", "buffer_full")
+_NAME_CACHE_LIMIT = 100_000
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit status 2)."""
+
+
+class StopReplay(Exception):
+    """The run cannot usefully go on (the destination refuses to take anything)."""
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``replay`` on the ``eventtracking`` command's subparsers."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="send tracking logs to Segment (backfill), resumable and idempotent",
+        description="Send the events of tracking logs (LoggerBackend or Open edX legacy JSON lines, "
+        "plain or gzip) to Segment in the shape the live SegmentBackend sends. MessageIds are "
+        "derived from each line and its line number, so running again adds no duplicates.",
+        epilog="Without --write-key/$SEGMENT_WRITE_KEY and --host, give --local to try it against a "
+        "collector on this machine. Put --local after the PATHs (or write --local=DB).",
+    )
+    add = parser.add_argument
+    add("paths", nargs="+", metavar="PATH", help="log file (plain or gzip), directory, or - for stdin")
+    add("--write-key", default=None, help=f"Segment write key (default: ${WRITE_KEY_ENV})")
+    add("--host", default=None, help="Segment API URL (default: https://api.segment.io)")
+    add(
+        "--local",
+        nargs="?",
+        const=DEFAULT_LOCAL_DB,
+        default=None,
+        metavar="DB",
+        help=f"send to a collector started here, storing into SQLite DB (default: ./{DEFAULT_LOCAL_DB})",
+    )
+    add("--dry-run", action="store_true", help="read, map and count; send nothing")
+    add("--since", type=_iso_time, default=None, help="only events at or after this ISO time")
+    add("--until", type=_iso_time, default=None, help="only events before this ISO time")
+    add(
+        "--name", type=_regex, action="append", default=[], metavar="REGEX",
+        help="only events whose name matches (re.search); repeatable, any may match",
+    )
+    add("--checkpoint", default=None, metavar="FILE", help="resume state: skip what was acknowledged")
+    add(
+        "--checkpoint-every", type=_positive_int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
+        help=f"lines between two checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
+    )
+    add("--spool", default=None, metavar="DIR", help="let the backend keep events on disk here")
+    add("--rate", type=_positive_float, default=None, metavar="N", help="send at most N events/s")
+    add(
+        "--anonymous-id-field", default=None, metavar="PATH",
+        help="send events without a user id under the anonymousId at this dotted path (context.session)",
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _iso_time(text: str) -> datetime.datetime:
+    parsed = parse_time(text)
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}")
+    return parsed
+
+
+def _regex(text: str) -> Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def parse_time(value: Any) -> Optional[datetime.datetime]:
+    """An ISO 8601 time as an aware datetime (naive means UTC), or None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.timezone.utc)
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Run ``eventtracking replay`` with parsed ``args``; return the exit status."""
+    out = out or sys.stdout
+    try:
+        return _run(args, out)
+    except UsageError as exc:
+        print(f"eventtracking replay: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    write_key = args.write_key or os.environ.get(WRITE_KEY_ENV) or None
+    if args.local is not None and (write_key or args.host):
+        raise UsageError("--local sends to a collector on this machine: it takes no --write-key or --host")
+    if not (write_key or args.host or args.local is not None or args.dry_run):
+        raise UsageError(
+            f"no destination: give --write-key KEY (or set ${WRITE_KEY_ENV}) and/or --host URL, "
+            "or --local to try it against a collector on this machine (no account needed)"
+        )
+    if args.since and args.until and args.since >= args.until:
+        raise UsageError("--since must be before --until")
+    local_db = os.path.abspath(args.local) if args.local is not None else None
+    if local_db is not None:
+        _check_local_db(local_db)
+    excluded = [path for path in (args.checkpoint, local_db) if path]
+    excluded += [f"{path}{suffix}" for path in excluded for suffix in ("-wal", "-shm", "-journal", ".tmp")]
+    try:
+        sources = find_sources(args.paths, exclude=excluded)
+        checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+    except (SourceError, CheckpointError) as exc:
+        raise UsageError(str(exc)) from None
+
+    collector = None
+    if args.dry_run:
+        sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
+    else:
+        if local_db is not None:
+            from eventtracking.collector import Collector
+
+            collector = Collector(db_path=local_db).start()
+            host: Optional[str] = collector.url
+            write_key = PLACEHOLDER_WRITE_KEY
+        else:
+            host = args.host
+            write_key = write_key or PLACEHOLDER_WRITE_KEY
+        try:
+            sink = _make_backend(write_key, host, args)
+        except UsageError:
+            if collector is not None:
+                collector.close()
+            raise
+    replay = Replay(
+        sink,
+        names=args.name,
+        since=args.since,
+        until=args.until,
+        rate=args.rate,
+        checkpoint=None if args.dry_run else checkpoint,
+        resume_from=checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        dry_run=args.dry_run,
+    )
+    try:
+        summary = replay.run(sources, progress=sys.stderr.isatty())
+    finally:
+        if collector is not None:
+            stored = collector.count()
+            collector.close()
+    out.write(summary.format())
+    if collector is not None:
+        out.write(
+            f"\nthe local collector holds {stored:,} messages in {local_db}\n"
+            f"  list them:  eventtracking received --db {local_db}\n"
+        )
+    out.flush()
+    return summary.exit_status()
+
+
+def _check_local_db(path: str) -> None:
+    """Refuse a --local DB that is some other file: `--local tracking.log` would clobber a log."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"--local {path}: {exc}") from None
+    if head and head != _SQLITE_HEADER:
+        raise UsageError(
+            f"--local {path}: not a SQLite database (a log to replay? put --local after the PATHs, "
+            "or write --local=DB)"
+        )
+
+
+def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace) -> Any:
+    from eventtracking.backends.segment import SegmentBackend
+
+    options: Dict[str, Any] = {}
+    if args.anonymous_id_field:
+        options["anonymous_id_field"] = args.anonymous_id_field
+    if args.spool:
+        options["spool_dir"] = args.spool
+    try:
+        return SegmentBackend(write_key=write_key, host=host, **options)
+    except Exception as exc:  # the backend's own words say what is wrong with the option
+        given = " ".join(f"--{name.replace('_dir', '').replace('_', '-')}" for name in options)
+        what = f" with {given}" if given else ""
+        raise UsageError(f"cannot set up the Segment backend{what}: {type(exc).__name__}: {exc}") from None
+
+
+# -- the replay loop ---------------------------------------------------------------------------
+
+
+class DryRun:
+    """A stand-in for SegmentBackend that maps, encodes and counts, and sends nothing."""
+
+    def __init__(self, mapping: MappingOptions) -> None:
+        self._mapping = mapping
+        self.accepted = 0
+        self.skipped: Dict[str, int] = {}
+
+    def send(self, event: Any, message_id: Optional[str] = None) -> None:
+        try:
+            message = to_track_message(event, self._mapping)
+            message["messageId"] = message_id
+            if len(encode(message)) > MAX_MESSAGE_BYTES:
+                raise SkipEvent("oversized")
+        except SkipEvent as skip:
+            self.skipped[skip.reason] = self.skipped.get(skip.reason, 0) + 1
+        except Unserializable:
+            self.skipped["unserializable"] = self.skipped.get("unserializable", 0) + 1
+        else:
+            self.accepted += 1
+
+    def stats(self) -> Dict[str, Any]:
+        return {"accepted": self.accepted, "delivered": 0, "skipped": dict(self.skipped), "dropped": {}}
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        return True
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        return True
+
+
+@dataclass
+class Summary:
+    """What a replay did; :meth:`format` is what the command prints."""
+
+    dry_run: bool = False
+    inputs: int = 0
+    lines: int = 0
+    acknowledged: int = 0  # lines skipped because the checkpoint says they were acknowledged
+    events: int = 0  # lines that held an event
+    filtered: int = 0
+    unreadable: int = 0
+    unreadable_shown: List[str] = field(default_factory=list)
+    sent: int = 0  # delivered (acknowledged by the destination); a dry run: would be sent
+    skipped: Dict[str, int] = field(default_factory=dict)
+    failed: Dict[str, int] = field(default_factory=dict)
+    stopped: Optional[str] = None
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+    def add_unreadable(self, where: str, reason: str) -> None:
+        self.unreadable += 1
+        if len(self.unreadable_shown) < UNREADABLE_SHOWN:
+            self.unreadable_shown.append(f"{where}: {reason}")
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    def exit_status(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.unreadable or self.failed_total or self.stopped else 0
+
+    def format(self) -> str:
+        skipped = dict(self.skipped)
+        if self.filtered:
+            skipped["filtered"] = self.filtered
+        rate = self.lines / self.elapsed if self.elapsed > 0 else 0.0
+        title = "replay summary (dry run: nothing sent)" if self.dry_run else "replay summary"
+        if self.interrupted:
+            title += " (interrupted)"
+        rows = [
+            ("lines read", f"{self.lines:,} in {self.inputs:,} input{'s' if self.inputs != 1 else ''}"),
+            ("already acknowledged", f"{self.acknowledged:,} lines (checkpoint)"),
+            ("events would be sent" if self.dry_run else "events sent", f"{self.sent:,}"),
+            ("skipped", f"{sum(skipped.values()):,}{_reasons(skipped)}"),
+            ("unreadable lines", f"{self.unreadable:,}"),
+        ]
+        lines = [title] + [f"  {label:<21} {value}" for label, value in rows]
+        lines += [f"      {where}" for where in self.unreadable_shown]
+        if self.unreadable > len(self.unreadable_shown):
+            lines.append(f"      ... and {self.unreadable - len(self.unreadable_shown):,} more")
+        lines.append(f"  {'failed deliveries':<21} {self.failed_total:,}{_reasons(self.failed)}")
+        lines.append(f"  {'elapsed':<21} {self.elapsed:.1f} s ({rate:,.0f} lines/s)")
+        if self.stopped:
+            lines.append(f"stopped early: {self.stopped}")
+        return "\n".join(lines) + "\n"
+
+
+def _reasons(counts: Dict[str, int]) -> str:
+    if not counts:
+        return ""
+    return ": " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(counts.items()))
+
+
+class Replay:
+    """Reads sources line by line and hands their events to a sink (SegmentBackend or DryRun)."""
+
+    def __init__(
+        self,
+        sink: Any,
+        *,
+        names: Sequence[Pattern[str]] = (),
+        since: Optional[datetime.datetime] = None,
+        until: Optional[datetime.datetime] = None,
+        rate: Optional[float] = None,
+        checkpoint: Optional[Checkpoint] = None,
+        resume_from: Optional[Checkpoint] = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        dry_run: bool = False,
+    ) -> None:
+        self.sink = sink
+        self.names = list(names)
+        self.since = since
+        self.until = until
+        self.rate = rate
+        self.checkpoint = checkpoint  # written to (None: a dry run never writes)
+        self.resume_from = resume_from or checkpoint  # read from
+        self.checkpoint_every = checkpoint_every
+        self.summary = Summary(dry_run=dry_run)
+        self._name_matches: Dict[Any, bool] = {}
+        self._positions: Dict[str, Tuple[int, str]] = {}  # read, not yet checkpointed
+        self._lines_since_checkpoint = 0
+        self._frozen = False  # a delivery failed: the checkpoint must not pass it
+        self._handed = 0  # events given to the sink (for --rate)
+        self._started = 0.0
+        self._bar: Any = None
+
+    def run(self, sources: Sequence[Source], progress: bool = False) -> Summary:
+        """Replay ``sources`` in order, close the sink and return the summary."""
+        summary = self.summary
+        summary.inputs = len(sources)
+        self._started = time.monotonic()
+        if progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=" lines", unit_scale=True, file=sys.stderr, mininterval=0.5)
+        clean = False
+        try:
+            for source in sources:
+                self._replay_source(source)
+            clean = True
+        except StopReplay as stop:
+            summary.stopped = str(stop)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+            # An unreachable destination or Ctrl-C: do not wait out every retry of the backlog.
+            self.sink.close(None if clean else 5.0)
+            if clean:
+                self._save_checkpoint()
+            self._collect_stats()
+            summary.elapsed = time.monotonic() - self._started
+        return summary
+
+    def _replay_source(self, source: Source) -> None:
+        summary = self.summary
+        loads, decode_error, send = orjson.loads, orjson.JSONDecodeError, self.sink.send
+        filtering = bool(self.names or self.since or self.until)
+        rate = self.rate
+        line_number = 0
+        skip_through = 0
+        head = ""
+        try:
+            with open_source(source) as stream:
+                for lines in read_lines(stream, interactive=source.is_stdin):
+                    if line_number == 0 and lines:
+                        head = head_fingerprint(lines[0])
+                        if self.resume_from is not None:
+                            skip_through = self.resume_from.acknowledged(source.key, head)
+                    for line in lines:
+                        line_number += 1
+                        if line_number <= skip_through:
+                            continue
+                        start = line.find(b"{")
+                        if start < 0:
+                            if line.strip():
+                                self._unreadable(source, line_number, line)
+                            continue
+                        text = line[start:].rstrip() if start else line.rstrip()
+                        try:
+                            event = to_live_event(loads(text))
+                        except decode_error as exc:
+                            summary.add_unreadable(f"{source.name}:{line_number}", f"not JSON ({exc})")
+                            continue
+                        summary.events += 1
+                        if filtering and not self._wanted(event):
+                            summary.filtered += 1
+                            continue
+                        if rate is not None:
+                            self._throttle()
+                        send(event, message_id(text, line_number))
+                    summary.lines += len(lines)
+                    self._lines_since_checkpoint += len(lines)
+                    self._positions[source.key] = (line_number, head)
+                    self._between_chunks()
+        except (OSError, EOFError, zlib.error) as exc:
+            # A truncated or corrupt gzip, a disk error: what was read counts, the rest is unreadable.
+            summary.add_unreadable(f"{source.name}:{line_number + 1}", f"cannot read further ({exc})")
+        summary.acknowledged += min(skip_through, line_number)
+
+    def _unreadable(self, source: Source, line_number: int, line: bytes) -> None:
+        reason = "line longer than 16 MiB" if line is OVERLONG_LINE else "no JSON object on the line"
+        self.summary.add_unreadable(f"{source.name}:{line_number}", reason)
+
+    def _wanted(self, event: Any) -> bool:
+        if not isinstance(event, dict):
+            return False
+        if self.names:
+            name = event.get("name")
+            try:
+                matches = self._name_matches[name]
+            except (KeyError, TypeError):
+                matches = isinstance(name, str) and any(pattern.search(name) for pattern in self.names)
+                if len(self._name_matches) >= _NAME_CACHE_LIMIT:
+                    self._name_matches.clear()  # legacy names include URL paths: keep the cache bounded
+                if isinstance(name, (str, int, float)) or name is None:
+                    self._name_matches[name] = matches
+            if not matches:
+                return False
+        if self.since or self.until:
+            when = parse_time(event.get("timestamp"))
+            if when is None:
+                return False
+            if self.since is not None and when < self.since:
+                return False
+            if self.until is not None and when >= self.until:
+                return False
+        return True
+
+    def _throttle(self) -> None:
+        due = self._started + self._handed / self.rate
+        self._handed += 1
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def _between_chunks(self) -> None:
+        """Progress, back-pressure, failure watch and checkpoints, once per chunk of lines."""
+        stats = self.sink.stats()
+        while stats.get("buffered_bytes", 0) > BACKLOG_BYTES:
+            time.sleep(0.005)  # let the sender drain: memory stays flat in the input size
+            stats = self.sink.stats()
+        stopping = [reason for reason in STOP_REASONS if stats["dropped"].get(reason)]
+        if stopping:
+            raise StopReplay(
+                f"deliveries failed ({', '.join(stopping)}): the destination is not taking events; "
+                "rerun later (with --checkpoint to resume where this run was acknowledged)"
+            )
+        if self._bar is not None:
+            self._bar.update(self.summary.lines - self._bar.n)
+            self._bar.set_postfix_str(f"sent {stats['delivered']:,}", refresh=False)
+        if self.checkpoint is not None and self._lines_since_checkpoint >= self.checkpoint_every:
+            self.sink.flush(None)
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        self._lines_since_checkpoint = 0
+        if self.checkpoint is None or self._frozen:
+            return
+        if self.sink.stats()["dropped"]:
+            self._frozen = True  # a rerun must retry what failed, so never record past it
+            return
+        if self._positions:
+            self.checkpoint.record(self._positions)
+            self._positions = {}
+
+    def _collect_stats(self) -> None:
+        stats = self.sink.stats()
+        summary = self.summary
+        summary.sent = stats["accepted"] if summary.dry_run else stats["delivered"]
+        summary.skipped = dict(stats["skipped"])
+        summary.failed = dict(stats["dropped"])
+        left = stats.get("in_flight", 0)
+        if left:
+            summary.failed["not_answered"] = left

@@ -1,0 +1,126 @@
+"""Where replayed lines come from: files (plain or gzip), directories, stdin.
+
+:func:`find_sources` turns the command's PATH arguments into an ordered list of
+:class:`Source`\\ s (a directory contributes its files in name order, hidden files excepted);
+:func:`read_lines` yields a source's lines in lists, one list per chunk read, so memory stays
+flat in the file size and the caller's loop runs over plain lists.
+
+Compression is recognised by content (the gzip magic number), not by name, so ``tracking.log.1``
+that is really gzip, and gzip piped into stdin, both work. Multi-member gzip files (rotated
+logs appended to one another) are read whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Iterable, Iterator, List
+
+STDIN = "-"
+CHUNK_BYTES = 1 << 20
+# A line longer than this is not kept in memory (Segment takes 32 KB per message anyway).
+MAX_LINE_BYTES = 16 << 20
+# Stands for a line longer than MAX_LINE_BYTES: it has no "{", so it is never parsed.
+OVERLONG_LINE = b"\x00<overlong line>"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: ``name`` is what the summary shows, ``key`` what the checkpoint records."""
+
+    name: str
+    key: str
+
+    @property
+    def is_stdin(self) -> bool:
+        return self.key == STDIN
+
+
+class SourceError(Exception):
+    """A PATH argument that names nothing readable."""
+
+
+def find_sources(paths: Iterable[str], exclude: Iterable[str] = ()) -> List[Source]:
+    """The sources the PATH arguments name, in order. Raises :class:`SourceError`.
+
+    ``exclude`` lists files never to read (the checkpoint, when it sits in a replayed directory).
+    """
+    excluded = {os.path.realpath(path) for path in exclude}
+    sources: List[Source] = []
+    for path in paths:
+        if path == STDIN:
+            sources.append(Source("<stdin>", STDIN))
+        elif os.path.isdir(path):
+            for entry in sorted(os.listdir(path)):
+                full = os.path.join(path, entry)
+                if entry.startswith(".") or not os.path.isfile(full) or os.path.realpath(full) in excluded:
+                    continue
+                sources.append(Source(full, os.path.abspath(full)))
+        elif os.path.isfile(path):
+            sources.append(Source(path, os.path.abspath(path)))
+        elif os.path.exists(path):
+            raise SourceError(f"{path}: not a regular file or directory")
+        else:
+            raise SourceError(f"{path}: no such file or directory")
+    if sum(source.is_stdin for source in sources) > 1:
+        raise SourceError("'-' (stdin) can be given only once")
+    return sources
+
+
+@contextmanager
+def open_source(source: Source) -> Iterator[BinaryIO]:
+    """A binary stream of the source's decompressed bytes; closed after (stdin is left open)."""
+    if source.is_stdin:
+        raw = sys.stdin.buffer
+        if not isinstance(raw, io.BufferedReader):
+            raw = io.BufferedReader(raw)  # peek() below needs a buffer
+        yield gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == _GZIP_MAGIC else raw
+        return
+    with open(source.key, "rb", buffering=CHUNK_BYTES) as raw:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped  # type: ignore[misc]
+        else:
+            yield raw
+
+
+def read_lines(stream: BinaryIO, interactive: bool = False) -> Iterator[List[bytes]]:
+    """Yield the stream's lines (without the newline), a list per chunk read.
+
+    ``interactive`` reads what is available (``read1``) instead of waiting for a full chunk,
+    for pipes whose writer is slow. A line longer than :data:`MAX_LINE_BYTES` comes out as
+    :data:`OVERLONG_LINE`. A last line without a newline is still a line.
+    """
+    read = stream.read1 if interactive and hasattr(stream, "read1") else stream.read
+    pending = b""
+    overlong = False  # inside a line already found too long: drop bytes until its newline
+    while True:
+        chunk = read(CHUNK_BYTES)
+        if not chunk:
+            break
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if lines:
+            if overlong:
+                lines[0] = OVERLONG_LINE
+                overlong = False
+            elif pending:
+                lines[0] = pending + lines[0]
+                if len(lines[0]) > MAX_LINE_BYTES:
+                    lines[0] = OVERLONG_LINE
+            pending = tail
+            yield lines
+        elif not overlong:
+            pending += tail
+        if not overlong and len(pending) > MAX_LINE_BYTES:
+            overlong = True
+            pending = b""
+    if overlong:
+        yield [OVERLONG_LINE]
+    elif pending:
+        yield [pending]

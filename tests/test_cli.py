@@ -1,0 +1,274 @@
+"""The ``eventtracking`` command line: ``collect`` in a real subprocess, ``received``, plug-ins."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import importlib.machinery
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import orjson
+import pytest
+
+from eventtracking import cli
+from eventtracking.collector import Collector
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 20  # seconds, on every socket and subprocess wait
+LISTENING = re.compile(r"^listening on http://127\.0\.0\.1:(\d+)$")
+
+
+def start_collect(*args: str, env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, int, str]:
+    """Run ``python -m eventtracking collect ARGS``; return the process, its port and first line."""
+    process_env = dict(os.environ, **(env or {}))
+    process_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), process_env.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventtracking", "collect", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(REPO_ROOT),
+        env=process_env,
+    )
+    try:
+        line = read_line(process, TIMEOUT)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=TIMEOUT)
+        raise
+    match = LISTENING.match(line)
+    assert match, f"unexpected first line {line!r}"
+    return process, int(match.group(1)), line
+
+
+def read_line(process: subprocess.Popen, timeout: float) -> str:
+    """The first line of the process's stdout, waiting at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while b"\n" not in data:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise TimeoutError(f"no line from the collector within {timeout}s (got {data!r})")
+            chunk = os.read(process.stdout.fileno(), 4096)
+            if not chunk:
+                process.wait(TIMEOUT)
+                error = process.stderr.read().decode(errors="replace")
+                raise EOFError(f"collector exited before printing a line: {data!r}\n{error}")
+            data += chunk
+    return data.split(b"\n", 1)[0].decode()
+
+
+def stop(process: subprocess.Popen, signum: int = signal.SIGTERM) -> Tuple[int, str, str]:
+    """Signal the process and return its exit status, remaining stdout and stderr."""
+    process.send_signal(signum)
+    try:
+        out, err = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate(timeout=TIMEOUT)
+        raise
+    return process.returncode, out.decode(), err.decode()
+
+
+def request(
+    port: int, method: str, path: str, payload: Any = None, headers: Optional[Dict[str, str]] = None
+) -> Tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        body = orjson.dumps(payload) if payload is not None else None
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        conn.close()
+
+
+def sample_batch() -> List[Dict[str, Any]]:
+    return [
+        {
+            "type": "track",
+            "event": "video_played",
+            "messageId": "m-1",
+            "userId": "user-7",
+            "timestamp": "2024-05-01T12:00:00.000Z",
+            "context": {"page": {"url": "https://lms.example.com/courses/demo/video"}},
+        },
+        {"type": "identify", "messageId": "m-2", "anonymousId": "anon-3", "traits": {"name": "Ada"}},
+        {
+            "type": "page",
+            "messageId": "m-3",
+            "userId": "user-7",
+            "name": "Home",
+            "properties": {"url": "https://lms.example.com/"},
+        },
+    ]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_collect_prints_its_port_serves_and_stops_cleanly_on_a_signal(tmp_path, capsys, signum):
+    db_path = str(tmp_path / "collected.sqlite3")
+    process, port, _ = start_collect("--port", "0", "--db", db_path)
+    try:
+        assert port > 0
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch()}) == (200, {"success": True})
+        assert request(port, "GET", "/health") == (200, {"status": "ok", "messages": 3})
+        status, received = request(port, "GET", "/v1/received?after=1")
+        assert status == 200
+        assert [m["messageId"] for m in received["messages"]] == ["m-2", "m-3"]
+        # The database can be read by another process while the collector writes to it.
+        assert cli.main(["received", "--db", db_path, "--json"]) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 3
+    finally:
+        returncode, out, err = stop(process, signum)
+    assert returncode == 0, err
+    assert out == ""  # nothing after the one line already read
+    assert "3 messages stored" in err
+    with Collector(db_path=db_path) as reopened:  # the database was closed cleanly and kept
+        assert reopened.message_ids() == ["m-1", "m-2", "m-3"]
+
+
+def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path):
+    key = "cli-Secret-write-key-42"
+    process, port, first_line = start_collect("-vv", env={cli.WRITE_KEY_ENV: key})
+    try:
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 401
+        basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch()}, basic)[0] == 200
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch(), "writeKey": key})[0] == 200
+    finally:
+        returncode, out, err = stop(process)
+    assert returncode == 0, err
+    assert "GET" in err or "POST" in err  # -vv really logged requests, so the check below means something
+    for text in (first_line, out, err):
+        assert key not in text
+        assert basic["Authorization"].split()[1] not in text
+
+
+def test_collect_reports_an_address_it_cannot_bind(capsys):
+    with Collector() as taken:
+        assert cli.main(["collect", "--port", str(taken.port)]) == 1
+    assert "cannot listen" in capsys.readouterr().err
+
+
+@pytest.fixture
+def collected_db(tmp_path) -> str:
+    db_path = str(tmp_path / "collected.sqlite3")
+    collector = Collector(db_path=db_path).start()
+    try:
+        assert request(collector.port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 200
+    finally:
+        collector.close()
+    return db_path
+
+
+def test_received_prints_a_table(collected_db, capsys):
+    assert cli.main(["received", "--db", collected_db]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["SEQ", "EVENT", "USER", "PAGE", "URL", "TIMESTAMP"]
+    assert lines[1].split() == [
+        "1",
+        "video_played",
+        "user-7",
+        "https://lms.example.com/courses/demo/video",
+        "2024-05-01T12:00:00.000Z",
+    ]
+    assert lines[2].split() == ["2", "(identify)", "anon:anon-3", "-", "-"]
+    assert lines[3].split() == ["3", "(page)", "user-7", "https://lms.example.com/", "-"]
+    assert lines[4] == "3 messages"
+    # Columns line up: every row's URL starts where the header's does.
+    url_column = lines[0].index("PAGE URL")
+    assert lines[1][url_column:].startswith("https://")
+
+
+def test_received_filters_limits_and_prints_json_lines(collected_db, capsys):
+    assert cli.main(["received", "--db", collected_db, "--json"]) == 0
+    printed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == sample_batch()
+    assert cli.main(["received", "--db", collected_db, "--json", "--event", "video_played"]) == 0
+    assert [orjson.loads(line)["messageId"] for line in capsys.readouterr().out.splitlines()] == ["m-1"]
+    assert cli.main(["received", "--db", collected_db, "--limit", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "2 messages"
+    assert cli.main(["received", "--db", collected_db, "--event", "nothing"]) == 0
+    assert capsys.readouterr().out == "no messages\n"
+
+
+def test_received_without_a_database_fails_with_a_message(tmp_path, capsys):
+    missing = str(tmp_path / "missing.sqlite3")
+    assert cli.main(["received", "--db", missing]) == 1
+    assert "missing.sqlite3" in capsys.readouterr().err
+    assert not os.path.exists(missing)  # reading never creates a database
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("just text, not a database\n" * 100)
+    assert cli.main(["received", "--db", str(not_sqlite)]) == 1
+    assert "notes.txt" in capsys.readouterr().err
+
+
+def test_table_shortens_long_cells_to_one_line():
+    table = cli.format_table([(1, {"type": "track", "event": "e" * 200 + "\nsecond line", "userId": 5})])
+    row = table.splitlines()[1]
+    assert len(row) < 120
+    assert "..." in row
+    assert row.split()[2] == "5"
+
+
+def test_an_optional_replay_module_adds_its_subcommand(monkeypatch):
+    calls: List[argparse.Namespace] = []
+    replay = types.ModuleType("eventtracking.replay")
+    replay.__spec__ = importlib.machinery.ModuleSpec("eventtracking.replay", loader=None)
+
+    def add_parser(subparsers: Any) -> None:
+        subparsers.add_parser("replay").add_argument("--speed", type=float)
+
+    def run(args: argparse.Namespace) -> int:
+        calls.append(args)
+        return 7
+
+    replay.add_parser = add_parser
+    replay.run = run
+    monkeypatch.setitem(sys.modules, "eventtracking.replay", replay)
+    assert cli.main(["replay", "--speed", "2"]) == 7
+    assert calls[0].speed == 2.0
+
+
+def test_missing_unfinished_or_broken_optional_modules_add_nothing(monkeypatch, capsys):
+    unfinished = types.ModuleType("eventtracking.unfinished_plugin")
+    unfinished.__spec__ = importlib.machinery.ModuleSpec("eventtracking.unfinished_plugin", loader=None)
+    monkeypatch.setitem(sys.modules, "eventtracking.unfinished_plugin", unfinished)
+    broken = types.ModuleType("eventtracking.broken_plugin")
+    broken.__spec__ = None  # find_spec raises ValueError for such a module: a stand-in for any import error
+    monkeypatch.setitem(sys.modules, "eventtracking.broken_plugin", broken)
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    for name in ("no_such_module", "unfinished_plugin", "broken_plugin"):
+        cli._add_optional_subcommand(subparsers, f"eventtracking.{name}")
+    assert subparsers.choices == {}
+    assert "eventtracking.broken_plugin unavailable" in capsys.readouterr().err
+
+
+def test_python_dash_m_eventtracking_runs_the_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "eventtracking", "--help"],
+        capture_output=True,
+        cwd=str(REPO_ROOT),
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 0
+    assert b"collect" in result.stdout and b"received" in result.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "eventtracking", "no-such-command"],
+        capture_output=True,
+        cwd=str(REPO_ROOT),
+        timeout=TIMEOUT,
+    )
+    assert bad.returncode == 2
