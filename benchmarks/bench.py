@@ -46,7 +46,9 @@ def openedx_event(i: int) -> dict:
     course = f"course-v1:edX+DemoX+{2020 + i % 5}"
     return {
         "name": "edx.course.enrollment.activated",
-        "timestamp": datetime.datetime(2026, 11, 26, 12, 0, i % 60, i % 1000000, tzinfo=datetime.timezone.utc),
+        "timestamp": datetime.datetime(
+            2026, 11, 26, 12, 0, i % 60, i % 1000000, tzinfo=datetime.timezone.utc
+        ),
         "data": {"course_id": course, "user_id": 1000 + i, "mode": "audit"},
         "context": {
             "user_id": 1000 + i,
@@ -69,7 +71,16 @@ def collector_process() -> Iterator[str]:
     """Start ``eventtracking collect`` in another process; yield its URL."""
     with tempfile.TemporaryDirectory() as tmp:
         process = subprocess.Popen(
-            [sys.executable, "-m", "eventtracking", "collect", "--port", "0", "--db", os.path.join(tmp, "c.db")],
+            [
+                sys.executable,
+                "-m",
+                "eventtracking",
+                "collect",
+                "--port",
+                "0",
+                "--db",
+                os.path.join(tmp, "c.db"),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -195,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
 
     events = [openedx_event(i) for i in range(args.events)]
     event_size = sum(len(orjson.dumps(e)) for e in events[:100]) / 100
-    size = sum(len(orjson.dumps(to_track_message(e), option=orjson.OPT_NAIVE_UTC)) for e in events[:100]) / 100
+    size = (
+        sum(len(orjson.dumps(to_track_message(e), option=orjson.OPT_NAIVE_UTC)) for e in events[:100]) / 100
+    )
     print(
         f"{args.events} Open edX-shaped events of {event_size:.0f} bytes ({size:.0f} as a track message); "
         f"{os.cpu_count()} cores"
@@ -210,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         caller_ratio = ours["caller_us"] / limit["caller_us"]
         eps_ratio = ours["eps"] / limit["eps"]
-        print(f"caller cost, ours / limit: {caller_ratio:.2f}x   (target <= 1.5x)  {_verdict(caller_ratio <= 1.5)}")
+        print(
+            f"caller cost, ours / limit: {caller_ratio:.2f}x   (target <= 1.5x)  "
+            + _verdict(caller_ratio <= 1.5)
+        )
         print(f"end-to-end,  ours / limit: {eps_ratio:.2f}x   (target >= 0.8x)  {_verdict(eps_ratio >= 0.8)}")
         print(f"caller cost, classic / ours: {classic['caller_us'] / ours['caller_us']:.1f}x faster")
         print(f"end-to-end,  ours / classic: {ours['eps'] / classic['eps']:.1f}x faster")
@@ -223,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             stats = memory["stats"]
             print()
             print(
-                f"burst of {args.burst:,} events, buffer {args.buffer_mb} MiB: peak RSS grew {grown_mb:.0f} MiB "
+                f"burst of {args.burst:,} events, buffer {args.buffer_mb} MiB: "
+                f"peak RSS grew {grown_mb:.0f} MiB "
                 f"(bound: buffer + a small constant)  {_verdict(grown_mb <= args.buffer_mb * 1.5 + 32)}"
             )
             print(

@@ -79,7 +79,10 @@ def table(rows: list[list[str]]) -> str:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp, Collector(db_path=os.path.join(tmp, "demo.sqlite3")) as collector:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Collector(db_path=os.path.join(tmp, "demo.sqlite3")) as collector,
+    ):
         print(f"collector listening on {collector.url}")
         backends = load(settings(collector.url))
         app_tracker = tracker.Tracker(backends=backends)

@@ -55,7 +55,11 @@ def test_mapping_on_the_wire(collector):
     assert message["context"]["Google Analytics"] == {"clientId": "ga.9"}
     assert message["context"]["ip"] == "198.51.100.7"
     assert message["context"]["userAgent"] == "UA/1"
-    assert message["context"]["page"] == {"path": "/p", "referrer": "https://r/", "url": "https://lms.example.org/p"}
+    assert message["context"]["page"] == {
+        "path": "/p",
+        "referrer": "https://r/",
+        "url": "https://lms.example.org/p",
+    }
     assert message["context"]["library"]["name"] == "eventtracking-segment"
     assert datetime.datetime.fromisoformat(message["timestamp"]) == WHEN
     assert message["properties"]["data"] == {"i": 1}
@@ -120,7 +124,9 @@ def test_429_retry_after_is_honoured(collector):
 def test_429_retry_after_longer_than_the_budget_gives_up(collector):
     collector.faults.add(status=429, times=1, retry_after=60)
     errors = []
-    backend = backend_for(collector, retry_timeout=2, on_error=lambda reason, msgs: errors.append((reason, msgs)))
+    backend = backend_for(
+        collector, retry_timeout=2, on_error=lambda reason, msgs: errors.append((reason, msgs))
+    )
     backend.send(make_event(1))
     assert backend.flush(10)
     assert collector.count() == 0
@@ -199,7 +205,10 @@ def test_close_with_an_unreachable_host_returns_false_in_time():
         port = probe.getsockname()[1]
     errors = []
     backend = SegmentBackend(
-        write_key=KEY, host=f"http://127.0.0.1:{port}", flush_interval=0.01, on_error=lambda r, m: errors.append(r)
+        write_key=KEY,
+        host=f"http://127.0.0.1:{port}",
+        flush_interval=0.01,
+        on_error=lambda r, m: errors.append(r),
     )
     backend.send(make_event(1))
     assert backend.close(1.0) is False
@@ -244,7 +253,10 @@ def test_eight_threads_sending_at_once(collector):
 def run_script(code: str, collector) -> subprocess.CompletedProcess:
     script = textwrap.dedent(code).replace("URL", collector.url)
     return subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     )
 

@@ -6,7 +6,14 @@ import datetime
 
 import pytest
 
-from eventtracking.segment.mapping import LIBRARY, MappingOptions, SkipEvent, segment_context, to_track_message
+from eventtracking.segment.mapping import (
+    DEFAULT_OPTIONS,
+    LIBRARY,
+    MappingOptions,
+    SkipEvent,
+    segment_context,
+    to_track_message,
+)
 
 UTC = datetime.timezone.utc
 WHEN = datetime.datetime(2026, 11, 26, 12, 30, 15, 250000, tzinfo=UTC)
@@ -16,7 +23,7 @@ def event(**context) -> dict:
     return {"name": "edx.test", "timestamp": WHEN, "data": {"k": 1}, "context": {"user_id": 7, **context}}
 
 
-def skip_reason(value, options=MappingOptions()) -> str:
+def skip_reason(value, options=DEFAULT_OPTIONS) -> str:
     with pytest.raises(SkipEvent) as raised:
         to_track_message(value, options)
     return raised.value.reason
@@ -50,7 +57,9 @@ def test_skipped_without_context():
     assert skip_reason({"name": "x"}) == "no_user_id"
 
 
-@pytest.mark.parametrize("user_id, wire", [(0, "0"), ("abc", "abc"), (12345678901234567890, "12345678901234567890")])
+@pytest.mark.parametrize(
+    "user_id, wire", [(0, "0"), ("abc", "abc"), (12345678901234567890, "12345678901234567890")]
+)
 def test_valid_user_ids_go_on_the_wire_as_strings(user_id, wire):
     assert to_track_message(event(user_id=user_id))["userId"] == wire
 
@@ -73,7 +82,9 @@ def test_numeric_name_is_sent_as_text():
     assert to_track_message(source)["event"] == "42"
 
 
-@pytest.mark.parametrize("value, reason", [(None, "not_a_mapping"), ("x", "not_a_mapping"), ([1], "not_a_mapping")])
+@pytest.mark.parametrize(
+    "value, reason", [(None, "not_a_mapping"), ("x", "not_a_mapping"), ([1], "not_a_mapping")]
+)
 def test_non_mapping_events_are_skipped(value, reason):
     assert skip_reason(value) == reason
 
@@ -139,7 +150,9 @@ def test_aware_timestamp_kept_in_its_zone():
     assert stamp == WHEN and stamp.utcoffset() == datetime.timedelta(hours=2)
 
 
-@pytest.mark.parametrize("text", ["2026-11-26T12:30:15.250000Z", "2026-11-26T12:30:15.250+00:00", "2026-11-26T12:30:15.25"])
+@pytest.mark.parametrize(
+    "text", ["2026-11-26T12:30:15.250000Z", "2026-11-26T12:30:15.250+00:00", "2026-11-26T12:30:15.25"]
+)
 def test_iso_string_timestamp(text):
     source = event()
     source["timestamp"] = text

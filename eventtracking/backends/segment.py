@@ -188,7 +188,9 @@ class SegmentBackend:
             return data
         log.warning(
             "event %r skipped: %d bytes encoded, over Segment's %d byte limit",
-            message["event"], size, MAX_MESSAGE_BYTES,
+            message["event"],
+            size,
+            MAX_MESSAGE_BYTES,
         )
         raise SkipEvent("oversized")
 
@@ -199,7 +201,8 @@ class SegmentBackend:
         if now - self._last_warning >= WARNING_INTERVAL:
             log.warning(
                 "SegmentBackend buffer full (%d bytes): dropped %d events since the last warning",
-                self._buffer.max_bytes, self._dropped_since_warning,
+                self._buffer.max_bytes,
+                self._dropped_since_warning,
             )
             self._last_warning = now
             self._dropped_since_warning = 0

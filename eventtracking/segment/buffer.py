@@ -6,8 +6,9 @@ is bounded in bytes: ``put`` on a full buffer returns False at once (the caller 
 drop) rather than blocking the application.
 
 This is the seam a durable spool sits behind: a spool offers the same methods (``put``,
-``take``, ``done``, ``pending``, ``wait_idle``, ``wake``, ``keep_for_later``, ``dead_letter``, ``discard_inherited``,
-``close``, ``accepted``, ``max_bytes``) and keeps what is taken but not yet ``done`` on disk.
+``take``, ``done``, ``pending``, ``wait_idle``, ``wake``, ``keep_for_later``, ``dead_letter``,
+``discard_inherited``, ``close``, ``accepted``, ``max_bytes``) and keeps what is taken but not
+yet ``done`` on disk.
 """
 
 from __future__ import annotations
@@ -51,8 +52,9 @@ class MemoryBuffer:
         """Remove and return the next batch: at most ``max_count`` items and ``max_bytes`` bytes.
 
         Blocks until at least one item is there (or ``stop`` is set), then waits up to ``linger``
-        seconds for a full batch unless ``stop`` is set or someone is waiting in ``wait_idle``. Returns [] only when stopping with
-        nothing buffered. The batch counts as pending until ``done(batch)``.
+        seconds for a full batch unless ``stop`` is set or someone is waiting in ``wait_idle``.
+        Returns [] only when stopping with nothing buffered.
+        The batch counts as pending until ``done(batch)``.
         """
         with self._lock:
             while not self._items:

@@ -106,9 +106,10 @@ def to_track_message(event: Any, options: MappingOptions = DEFAULT_OPTIONS) -> d
     user_id = context.get("user_id")
     if user_id is not None:
         identity = ("userId", str(user_id) if type(user_id) is int else _identity(user_id, "bad_user_id"))
-    elif options._anonymous_path is not None and (
-        anonymous_id := privacy.get_path(event, options._anonymous_path)
-    ) is not None:
+    elif (
+        options._anonymous_path is not None
+        and (anonymous_id := privacy.get_path(event, options._anonymous_path)) is not None
+    ):
         identity = ("anonymousId", _identity(anonymous_id, "bad_anonymous_id"))
     else:
         raise SkipEvent("no_user_id")
@@ -119,7 +120,13 @@ def to_track_message(event: Any, options: MappingOptions = DEFAULT_OPTIONS) -> d
 
     lifted = segment_context(context)
     lifted["library"] = LIBRARY
-    message = {"type": "track", "event": name, identity[0]: identity[1], "properties": event, "context": lifted}
+    message = {
+        "type": "track",
+        "event": name,
+        identity[0]: identity[1],
+        "properties": event,
+        "context": lifted,
+    }
     timestamp = event.get("timestamp")
     if type(timestamp) is not datetime.datetime or timestamp.tzinfo is None:
         timestamp = _timestamp(timestamp)

@@ -101,7 +101,9 @@ class Sender:
         if self.buffer.wait_idle(timeout):
             return True
         pending, size = self.buffer.pending()
-        log.warning("flush timed out after %.1fs: %d messages (%d bytes) still pending", timeout, pending, size)
+        log.warning(
+            "flush timed out after %.1fs: %d messages (%d bytes) still pending", timeout, pending, size
+        )
         return False
 
     def close(self, timeout: Optional[float] = None) -> bool:

@@ -8,8 +8,9 @@ from typing import Any
 
 
 class Counters:
-    """Totals (``accepted``, ``delivered``, ``retries``, ``batches``, ``trimmed``, ``deferred``) and per-reason tallies
-    (``skipped``, ``dropped``). ``snapshot()`` returns plain dicts, never live state."""
+    """Totals (``accepted``, ``delivered``, ``retries``, ``batches``, ``trimmed``, ``deferred``)
+    and per-reason tallies (``skipped``, ``dropped``).
+    ``snapshot()`` returns plain dicts, never live state."""
 
     TOTALS = ("accepted", "delivered", "retries", "batches", "trimmed", "deferred")
     GROUPS = ("skipped", "dropped")

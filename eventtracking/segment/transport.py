@@ -40,9 +40,7 @@ def batch_body(messages: list[bytes]) -> bytes:
 class HttpTransport:
     """One connection pool of size one to ``{host}/v1/batch``. Used by one sender thread."""
 
-    def __init__(
-        self, host: str, write_key: str, *, gzip_level: int = 0, timeout: float = 15.0
-    ) -> None:
+    def __init__(self, host: str, write_key: str, *, gzip_level: int = 0, timeout: float = 15.0) -> None:
         parts = urlsplit(host if "://" in host else "https://" + host)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"host must be an http(s) URL, got {host!r}")
