@@ -114,6 +114,7 @@ class SegmentBackend:
         self._last_warning = 0.0
         self._sender: Optional[Sender] = None
         self._client: Any = None
+        self._client_error_warned = False
         if write_key is None:
             if host is not None:
                 raise ValueError("host is only used with write_key (owned mode)")
@@ -214,15 +215,23 @@ class SegmentBackend:
     def _send_to_client(self, message: dict) -> None:
         if self._client is None:
             raise SkipEvent("no_client")
-        self._client.track(
-            user_id=message.get("userId"),
-            anonymous_id=message.get("anonymousId"),
-            event=message["event"],
-            properties=message["properties"],
-            context=message["context"],
-            timestamp=message.get("timestamp"),
-            message_id=message["messageId"],
-        )
+        try:
+            self._client.track(
+                user_id=message.get("userId"),
+                anonymous_id=message.get("anonymousId"),
+                event=message["event"],
+                properties=message["properties"],
+                context=message["context"],
+                timestamp=message.get("timestamp"),
+                message_id=message["messageId"],
+            )
+        except Exception as error:
+            # The official client raises on bad input and on a misconfigured module (no write
+            # key): say it once loudly, then count; its message never holds the key itself.
+            if not self._client_error_warned:
+                self._client_error_warned = True
+                log.warning("the global Segment client refused an event: %s: %s", type(error).__name__, error)
+            raise SkipEvent("client_error") from None
         self._counters.add("accepted")
 
     # -- lifecycle ---------------------------------------------------------------------------
