@@ -136,7 +136,9 @@ class SegmentBackend:
             else:
                 from eventtracking.segment.spool import Spool  # only spooling backends pay for it
 
-                self._buffer = Spool(spool_dir, max_bytes=spool_max_bytes, fsync=fsync)
+                self._buffer = Spool(
+                    spool_dir, max_bytes=spool_max_bytes, fsync=fsync, memory_bytes=max_buffer_bytes
+                )
             self._sender = Sender(
                 self._buffer,
                 transport,
@@ -147,6 +149,8 @@ class SegmentBackend:
                 on_error=on_error,
             )
             _LIVE_BACKENDS.add(self)
+            if spool_dir is not None and self._buffer.pending()[0]:
+                self._sender.ensure_started()  # send what an earlier process left without waiting for a send
 
     def __repr__(self) -> str:
         mode = f"owned, {self._sender.transport!r}" if self._sender else "drop-in"
@@ -276,6 +280,9 @@ class SegmentBackend:
         if self._sender is not None:
             result["accepted"] = self._buffer.accepted
             result["in_flight"], result["buffered_bytes"] = self._buffer.pending()
+            spool_stats = getattr(self._buffer, "stats", None)
+            if spool_stats is not None:  # a spool: spooled, acknowledged, pending... (counts and bytes)
+                result["spool"] = spool_stats()
         return result
 
     def _after_fork_in_child(self) -> None:

@@ -15,19 +15,30 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from bisect import bisect_right
+from itertools import accumulate, repeat
 from typing import Optional
 
 
 class MemoryBuffer:
-    """A FIFO of encoded messages bounded by their total size in bytes. Thread-safe."""
+    """A FIFO of encoded messages bounded by their total size in bytes. Thread-safe.
+
+    Callers append to ``_items``; the sender swaps that list out whole into ``_backlog`` and
+    slices batches off it, so a batch costs a few C-level list operations, not a Python loop
+    per message (the sender shares the GIL with the application).
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._items: deque[bytes] = deque()
-        self._bytes = 0
-        self._taken = 0  # items handed to the sender and not yet done
         self.accepted = 0  # items ever put (the backend's "accepted" count)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._items: list[bytes] = []
+        self._backlog: list = []  # swapped-out items; [_next:] are still to be taken
+        self._next = 0
+        self._bytes = 0  # bytes put and not yet taken (the bound)
+        self._taken = 0  # items handed to the sender and not yet done
         self._lock = threading.Lock()
         self._readable = threading.Condition(self._lock)  # the sender waits here for items
         self._idle = threading.Condition(self._lock)  # flush() waits here for "nothing pending"
@@ -43,13 +54,15 @@ class MemoryBuffer:
             self._items.append(item)
             self._bytes += size
             self.accepted += 1
-            # Waking the sender costs more than the append: only do it when it asked.
+            # Waking the sender costs more than the append: only do it when it asked, once.
             if self._wanted and len(self._items) >= self._wanted:
+                self._wanted = 0
                 self._readable.notify()
         return True
 
     def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
-        """Remove and return the next batch: at most ``max_count`` items and ``max_bytes`` bytes.
+        """Remove and return the next batch: at most ``max_count`` items and ``max_bytes`` bytes
+        (a single item larger than ``max_bytes`` goes alone).
 
         Blocks until at least one item is there (or ``stop`` is set), then waits up to ``linger``
         seconds for a full batch unless ``stop`` is set or someone is waiting in ``wait_idle``.
@@ -57,27 +70,31 @@ class MemoryBuffer:
         The batch counts as pending until ``done(batch)``.
         """
         with self._lock:
-            while not self._items:
-                if stop.is_set():
-                    return []
-                self._wait(1, 0.5)
-            if len(self._items) < max_count and linger > 0:
-                deadline = time.monotonic() + linger
-                while len(self._items) < max_count and not stop.is_set() and not self._flushers:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._wait(max_count, remaining)
-            batch: list[bytes] = []
-            size = 0
-            items = self._items
-            while items and len(batch) < max_count and size + len(items[0]) <= max_bytes:
-                item = items.popleft()
-                size += len(item)
-                batch.append(item)
-            if not batch:  # a single item larger than max_bytes: let it go alone
-                batch.append(items.popleft())
-                size = len(batch[0])
+            if self._next >= len(self._backlog):
+                while not self._items:
+                    if stop.is_set():
+                        return []
+                    self._wait(1, 0.5)
+                if len(self._items) < max_count and linger > 0:
+                    deadline = time.monotonic() + linger
+                    while len(self._items) < max_count and not stop.is_set() and not self._flushers:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._wait(max_count, remaining)
+                self._backlog, self._items, self._next = self._items, [], 0
+            start = self._next
+            batch = self._backlog[start : start + max_count]
+            size = sum(map(len, batch))
+            if size > max_bytes and len(batch) > 1:
+                ends = list(accumulate(map(len, batch)))
+                count = max(1, bisect_right(ends, max_bytes))
+                batch, size = batch[:count], ends[count - 1]
+            self._next = start + len(batch)
+            if self._next >= len(self._backlog):
+                self._backlog, self._next = [], 0
+            else:  # drop the backlog's references now, or memory would hold them twice
+                self._backlog[start : self._next] = repeat(None, len(batch))
             self._bytes -= size
             self._taken += len(batch)
             return batch
@@ -98,13 +115,16 @@ class MemoryBuffer:
         """The server gave its final answer for ``batch`` (delivered or finally refused)."""
         with self._lock:
             self._taken -= len(batch)
-            if not self._items and not self._taken:
+            if not self._taken and not self._buffered():
                 self._idle.notify_all()
 
     def pending(self) -> tuple[int, int]:
         """(messages, bytes) buffered or taken and not yet done."""
         with self._lock:
-            return len(self._items) + self._taken, self._bytes
+            return self._buffered() + self._taken, self._bytes
+
+    def _buffered(self) -> int:
+        return len(self._items) + len(self._backlog) - self._next
 
     def wait_idle(self, timeout: Optional[float]) -> bool:
         """Wait until nothing is buffered or in flight; False when ``timeout`` ran out first."""
@@ -112,7 +132,7 @@ class MemoryBuffer:
             self._flushers += 1
             self._readable.notify_all()
             try:
-                return self._idle.wait_for(lambda: not self._items and not self._taken, timeout)
+                return self._idle.wait_for(lambda: not self._taken and not self._buffered(), timeout)
             finally:
                 self._flushers -= 1
 
@@ -132,12 +152,5 @@ class MemoryBuffer:
 
         The locks are replaced, not acquired: a thread of the parent may have held them.
         """
-        self._items = deque()
-        self._bytes = 0
-        self._taken = 0
         self.accepted = 0
-        self._wanted = 0
-        self._flushers = 0
-        self._lock = threading.Lock()
-        self._readable = threading.Condition(self._lock)
-        self._idle = threading.Condition(self._lock)
+        self._reset()

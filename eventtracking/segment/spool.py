@@ -168,10 +168,13 @@ class Spool:
         self._write_failing = False
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._lock_fd = _lock_directory(self.directory)
+        self._ack_fd = -1
         try:
             self._ack_fd = os.open(os.path.join(self.directory, ACK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
             self._recover()
         except BaseException:
+            if self._ack_fd >= 0:
+                os.close(self._ack_fd)
             _unlock(self._lock_fd)
             raise
 
@@ -185,7 +188,7 @@ class Spool:
         acked = self._read_ack()
         if acked is None:
             if numbers:
-                log.warning("spool %s: unreadable %s, sending the whole spool again", self.directory, ACK_FILE)
+                log.warning("spool %s: %s unreadable, sending it all again", self.directory, ACK_FILE)
             acked = (numbers[0] if numbers else 0, _START)
         for number in numbers:
             if number < acked[0]:
@@ -197,7 +200,7 @@ class Spool:
             try:
                 size = os.fstat(fd).st_size
                 if size > _START and os.pread(fd, _START, 0) != SEGMENT_MAGIC:
-                    log.warning("spool %s: segment %d is not a spool segment, skipped", self.directory, number)
+                    log.warning("spool %s: segment %d has no spool magic, skipped", self.directory, number)
                     self._corrupt += 1
                     size = _START
                 self._finished_segments[number] = size
@@ -274,7 +277,7 @@ class Spool:
             with contextlib.suppress(OSError):  # no half record in the middle of the segment
                 os.ftruncate(self._write_fd, start)
             if not self._write_failing:
-                log.warning("spool %s: cannot write (%s): dropping messages until it can", self.directory, error)
+                log.warning("spool %s: cannot write (%s), dropping messages", self.directory, error)
             self._write_failing = True
             return False
         self._write_failing = False
@@ -395,8 +398,6 @@ class Spool:
                         offset = after
                 finally:
                     os.close(fd)
-        if len(segments) > 1 and offset >= segments[-1][1]:
-            pass
         return batch, (number, offset), corrupt
 
     def done(self, batch: list[bytes]) -> None:
@@ -421,7 +422,8 @@ class Spool:
             later = [n for n in self._finished_segments if n > segment]
             segment, offset = (later[0] if later else self._write_segment), _START
         idle = not self._memory and self._disk_from is None and not self._in_flight
-        if idle and (segment, offset) == (self._write_segment, self._write_offset) and offset >= IDLE_ROTATE_BYTES:
+        at_tail = (segment, offset) == (self._write_segment, self._write_offset)
+        if idle and at_tail and offset >= IDLE_ROTATE_BYTES:
             try:
                 self._rotate()
                 segment, offset = self._write_segment, _START
@@ -460,7 +462,7 @@ class Spool:
         """Append the finally refused messages to ``deadletters.jsonl`` (see the module docstring)."""
         if self._fallback is not None:
             return self._fallback.dead_letter(reason, batch)
-        head = b'{"reason":' + orjson.dumps(reason) + b',"time":' + orjson.dumps(_now()) + b',"message":'
+        head = b'{"reason":' + orjson.dumps(reason) + b',"time":' + orjson.dumps(utc_now()) + b',"message":'
         lines = b"".join(head + item + b"}\n" for item in batch)
         try:
             written = append_dead_letters(self.directory, lines, fsync=self.fsync, max_bytes=self.max_bytes)
@@ -622,7 +624,8 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time of a dead letter: ISO 8601, UTC, milliseconds."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -637,7 +640,9 @@ def dead_letter_lock(directory: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def append_dead_letters(directory: str, lines: bytes, *, fsync: bool = False, max_bytes: int = 1024**3) -> bool:
+def append_dead_letters(
+    directory: str, lines: bytes, *, fsync: bool = False, max_bytes: int = 1024**3
+) -> bool:
     """Append JSON lines to the dead-letter file; False (nothing written) when it holds ``max_bytes``."""
     with dead_letter_lock(directory):
         fd = os.open(os.path.join(directory, DEAD_LETTER_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

@@ -1,0 +1,251 @@
+"""Benchmark of ``eventtracking replay`` against a naive replay, both into the project's collector.
+
+Run with ``python benchmarks/bench_replay.py [--lines N]`` (default 1,000,000). It writes an
+Open edX-shaped gzip tracking log (legacy server and browser lines, native lines, ~0.8 KB each)
+into a temporary directory, then, each against a fresh collector running in another process:
+
+- ours: ``python -m eventtracking replay LOG --host URL`` (the command as users run it);
+- naive: ``json.loads`` per line, the same legacy conversion and messageIds, and the original
+  mapping on the official client (SegmentBackend in drop-in mode, ``segment.analytics`` with a
+  large ``max_queue_size``, then ``segment.analytics.flush()``), in a child process.
+
+It prints lines/s for both (from process start until everything was acknowledged), the ratio
+(target: at least 5x), how many messages each collector stored, and the peak RSS of our replay
+for two log sizes (flat memory: about the same for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import orjson
+import urllib3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WRITE_KEY = "bench-write-key"
+TARGET_RATIO = 5.0
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+
+def log_line(i: int, rng: random.Random) -> bytes:
+    """One tracking-log line of about 0.8 KB: legacy server (1/2), legacy browser (1/4), native (1/4)."""
+    user = 1000 + rng.randrange(50_000)
+    course = f"course-v1:edX+DemoX+{2020 + i % 5}"
+    second = f"2025-01-{1 + i // 86_400 % 28:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+    when = f"{second}.{rng.randrange(1_000_000):06d}+00:00"
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    block = f"block-v1:edX+DemoX+{2020 + i % 5}+type@problem+block@{rng.getrandbits(64):016x}"
+    kind = i % 4
+    if kind == 3:
+        return b'2025-01-01 00:00:00,000 INFO 12 [tracking] logger.py:41 - ' + orjson.dumps({
+            "name": "edx.grades.problem.submitted",
+            "timestamp": when,
+            "context": {
+                "user_id": user, "username": f"learner{user}", "course_id": course, "org_id": "edX",
+                "ip": "203.0.113.42", "agent": agent, "host": "courses.example.org",
+                "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check",
+                "session": f"{rng.getrandbits(128):032x}",
+            },
+            "data": {"problem_id": block, "weighted_earned": 1, "weighted_possible": 2},
+        })
+    common = {
+        "username": f"learner{user}", "ip": "203.0.113.42", "agent": agent, "host": "courses.example.org",
+        "referer": f"https://courses.example.org/courses/{course}/courseware/", "accept_language": "en-US,en;q=0.9",
+        "session": f"{rng.getrandbits(128):032x}", "time": when,
+    }
+    if kind == 1:
+        payload = {"id": block.replace("problem", "video"), "code": "html5", "currentTime": rng.random() * 300}
+        return orjson.dumps({
+            **common, "event_source": "browser", "name": "play_video", "event_type": "play_video",
+            "event": orjson.dumps(payload).decode(),
+            "page": f"https://courses.example.org/courses/{course}/courseware/week1/",
+            "context": {"user_id": user, "org_id": "edX", "course_id": course, "path": "/event"},
+        })
+    return orjson.dumps({
+        **common, "event_source": "server", "name": "problem_check", "event_type": "problem_check",
+        "event": {"problem_id": block, "answers": {f"{block}_2_1": "choice_2"}, "grade": 1, "max_grade": 2,
+                  "success": "incorrect", "attempts": 1 + i % 3},
+        "page": None,
+        "context": {"user_id": user, "org_id": "edX", "course_id": course,
+                    "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check"},
+    })
+
+
+def write_log(path: str, lines: int) -> float:
+    """Write ``lines`` lines gzip-compressed to ``path``; return the mean line size in bytes."""
+    rng = random.Random(lines)
+    size = 0
+    with gzip.open(path, "wb", compresslevel=6) as out:
+        chunk: List[bytes] = []
+        for i in range(lines):
+            line = log_line(i, rng)
+            size += len(line) + 1
+            chunk.append(line)
+            if len(chunk) == 10_000:
+                out.write(b"\n".join(chunk) + b"\n")
+                chunk = []
+        if chunk:
+            out.write(b"\n".join(chunk) + b"\n")
+    return size / max(lines, 1)
+
+
+# -- the runs --------------------------------------------------------------------------------
+
+
+@contextmanager
+def collector_process(directory: str) -> Iterator[str]:
+    """A fresh ``eventtracking collect`` in another process; yields its URL."""
+    db = os.path.join(directory, f"collector-{time.monotonic_ns()}.sqlite3")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventtracking", "collect", "--port", "0", "--db", db],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline().strip()
+        if not first.startswith("listening on "):
+            raise RuntimeError(f"collector did not start: {first!r}")
+        yield first.split()[-1]
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.exists(db + suffix):
+                os.remove(db + suffix)
+
+
+def stored(url: str) -> int:
+    return int(orjson.loads(urllib3.request("GET", f"{url}/health", timeout=60).data)["messages"])
+
+
+def run_measured(command: List[str]) -> Tuple[float, float, str]:
+    """Run ``command`` to completion; (seconds, peak RSS MiB of that process, its stdout)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode not in (0, 1):  # 1: replay found unreadable lines (there are none)
+            raise RuntimeError(f"{command[1:4]} exited {process.returncode}: {err.read().decode()[-2000:]}")
+        return elapsed, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def run_ours(log: str, url: str) -> Tuple[float, float, str]:
+    return run_measured(
+        [sys.executable, "-m", "eventtracking", "replay", log, "--host", url, "--write-key", WRITE_KEY]
+    )
+
+
+def run_naive(log: str, url: str) -> Tuple[float, float, str]:
+    return run_measured([sys.executable, __file__, "--naive-child", log, url])
+
+
+def naive_child(log: str, url: str) -> int:
+    """The naive replay: per line json.loads, then the drop-in backend on the official client."""
+    import hashlib
+    import json
+
+    from segment import analytics
+
+    from eventtracking.backends.segment import SegmentBackend
+    from eventtracking.replay.events import to_live_event
+
+    analytics.write_key = WRITE_KEY
+    analytics.host = url
+    analytics.max_queue_size = 10_000_000  # its default (10,000) would drop most of the log
+    backend = SegmentBackend()
+    with gzip.open(log, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            start = line.find("{")
+            if start < 0:
+                continue
+            text = line[start:].rstrip()
+            digest = hashlib.blake2b(text.encode(), digest_size=16)
+            digest.update(b"#%d" % number)
+            backend.send(to_live_event(json.loads(text)), message_id=digest.hexdigest())
+    analytics.flush()
+    print(orjson.dumps(backend.stats()).decode())
+    return 0
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the log (default 1,000,000)")
+    parser.add_argument(
+        "--naive-lines", type=int, default=None,
+        help="lines for the naive run (default: --lines); its rate is compared per line",
+    )
+    parser.add_argument(
+        "--small-lines", type=int, default=None, help="the second log size for peak RSS (default: --lines / 10)"
+    )
+    parser.add_argument("--naive-child", nargs=2, metavar=("LOG", "URL"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.naive_child:
+        return naive_child(*args.naive_child)
+
+    naive_lines = min(args.naive_lines or args.lines, args.lines)
+    small_lines = args.small_lines or max(args.lines // 10, 1)
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as directory:
+        big = os.path.join(directory, "tracking.log.gz")
+        started = time.perf_counter()
+        mean = write_log(big, args.lines)
+        print(
+            f"log: {args.lines:,} lines, {mean:.0f} bytes each on average, {os.path.getsize(big) / 2**20:.0f} MiB "
+            f"gzip (written in {time.perf_counter() - started:.0f} s); {os.cpu_count()} cores"
+        )
+        small = os.path.join(directory, "small.log.gz")
+        write_log(small, small_lines)
+        naive_log = big
+        if naive_lines != args.lines:
+            naive_log = os.path.join(directory, "naive.log.gz")
+            write_log(naive_log, naive_lines)
+
+        with collector_process(directory) as url:
+            ours_seconds, ours_rss, _ = run_ours(big, url)
+            ours_stored = stored(url)
+        with collector_process(directory) as url:
+            small_seconds, small_rss, _ = run_ours(small, url)
+        with collector_process(directory) as url:
+            naive_seconds, naive_rss, _ = run_naive(naive_log, url)
+            naive_stored = stored(url)
+
+    ours_rate = args.lines / ours_seconds
+    naive_rate = naive_lines / naive_seconds
+    ratio = ours_rate / naive_rate
+    print()
+    print(f"{'replay':8} {'lines':>11} {'seconds':>9} {'lines/s':>10} {'stored':>11} {'peak RSS':>10}")
+    print(f"{'ours':8} {args.lines:>11,} {ours_seconds:>9.1f} {ours_rate:>10,.0f} {ours_stored:>11,} "
+          f"{ours_rss:>7.0f} MiB")
+    print(f"{'naive':8} {naive_lines:>11,} {naive_seconds:>9.1f} {naive_rate:>10,.0f} {naive_stored:>11,} "
+          f"{naive_rss:>7.0f} MiB")
+    print()
+    verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
+    print(f"ours / naive: {ratio:.1f}x faster (target >= {TARGET_RATIO:.0f}x)  {verdict}")
+    print(
+        f"peak RSS of ours: {small_rss:.0f} MiB for {small_lines:,} lines, {ours_rss:.0f} MiB for "
+        f"{args.lines:,} lines (flat: the same order whatever the size; {small_seconds:.1f} s for the small log)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""``eventtracking deadletters``: inspect and resend what the server finally refused from a spool.
+
+* ``deadletters list --spool DIR [--json]``: one line per dead letter (time, reason, event,
+  messageId) and a count, or with ``--json`` the file's lines as they are.
+* ``deadletters resend --spool DIR --write-key KEY --host URL [--timeout S]``: post them again
+  through the backend's sender (batches, retries, splitting to isolate a bad message), with their
+  original messageIds. What is delivered leaves the file; what is refused again stays, with the
+  new reason and time; what could not be sent within the timeout (server down) stays as it was,
+  and so do lines that cannot be read. Exit status 0 when the file ends up empty, else 1.
+
+The file is rewritten under the spool's dead-letter lock; a backend running on the same spool
+waits for that lock before it appends a new dead letter, so nothing is lost between the two.
+The lead wires this module into :mod:`eventtracking.cli` (``add_parser`` and ``run``); ``main``
+runs it alone: ``python -m eventtracking.spool_cli deadletters list --spool DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from typing import Any, Optional, Sequence
+
+import orjson
+
+from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.segment.sender import Sender
+from eventtracking.segment.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
+from eventtracking.segment.stats import Counters
+from eventtracking.segment.transport import HttpTransport
+
+WRITE_KEY_ENV = "EVENTTRACKING_WRITE_KEY"  # keeps the key out of the process list
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``deadletters`` subcommand (actions ``list`` and ``resend``) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "deadletters",
+        help="list or resend the messages a spool's server finally refused",
+        description="Messages the server finally refused are kept in DIR/deadletters.jsonl of a spool.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="show the dead letters of a spool")
+    listing.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    listing.add_argument("--json", action="store_true", help="print the file's JSON lines as they are")
+    resend = actions.add_parser("resend", help="post the dead letters again; keep what is refused again")
+    resend.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    resend.add_argument(
+        "--write-key",
+        default=os.environ.get(WRITE_KEY_ENV),
+        required=WRITE_KEY_ENV not in os.environ,
+        help=f"the Segment write key (default: ${WRITE_KEY_ENV})",
+    )
+    resend.add_argument("--host", required=True, help="the API's base URL, e.g. https://api.segment.io")
+    resend.add_argument("--timeout", type=float, default=60.0, help="seconds to try for (default: 60)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``deadletters list`` or ``deadletters resend``; return the exit status."""
+    if not os.path.isdir(args.spool):
+        print(f"eventtracking deadletters: no spool directory {args.spool}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        return list_dead_letters(args.spool, as_json=args.json)
+    return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+
+
+def read_dead_letters(directory: str) -> list[tuple[bytes, Optional[dict]]]:
+    """Each non-empty line of the dead-letter file, with its entry (None when unreadable)."""
+    try:
+        with open(os.path.join(directory, DEAD_LETTER_FILE), "rb") as file:
+            lines = [line for line in file.read().split(b"\n") if line.strip()]
+    except FileNotFoundError:
+        return []
+    result: list[tuple[bytes, Optional[dict]]] = []
+    for line in lines:
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("message"), dict):
+            entry = None
+        result.append((line, entry))
+    return result
+
+
+def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
+    entries = read_dead_letters(directory)
+    if as_json:
+        sys.stdout.write("".join(line.decode(errors="replace") + "\n" for line, _ in entries))
+        return 0
+    rows = [("TIME", "REASON", "EVENT", "MESSAGE ID")]
+    for line, entry in entries:
+        if entry is None:
+            rows.append(("-", "(unreadable line)", line[:40].decode(errors="replace"), "-"))
+        else:
+            message = entry["message"]
+            cells = (entry.get("time"), entry.get("reason"), message.get("event"), message.get("messageId"))
+            rows.append(tuple("-" if cell is None else str(cell) for cell in cells))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"{len(entries)} dead letter{'' if len(entries) == 1 else 's'} in {directory}")
+    return 0
+
+
+class _Outcomes(MemoryBuffer):
+    """A memory buffer that notes, by identity, what the sender did with each message."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(max_bytes)
+        self.refused: dict[int, str] = {}
+        self.kept: set[int] = set()
+        self.answered: set[int] = set()
+        self._notes = threading.Lock()
+        self._sealed = False  # set once the results are read: a late sender thread changes nothing
+
+    def dead_letter(self, reason: str, batch: list[bytes]) -> None:
+        with self._notes:
+            if not self._sealed:
+                self.refused.update((id(item), reason) for item in batch)
+
+    def keep_for_later(self, batch: list[bytes]) -> bool:
+        with self._notes:
+            if not self._sealed:
+                self.kept.update(id(item) for item in batch)
+        return True
+
+    def done(self, batch: list[bytes]) -> None:
+        super().done(batch)
+        with self._notes:
+            if not self._sealed:
+                self.answered.update(id(item) for item in batch)
+
+    def delivered(self) -> set[int]:
+        with self._notes:
+            self._sealed = True
+            return self.answered - self.kept - set(self.refused)
+
+
+def resend_dead_letters(directory: str, write_key: str, host: str, timeout: float) -> int:
+    with dead_letter_lock(directory):
+        entries = read_dead_letters(directory)
+        if not entries:
+            print(f"no dead letters in {directory}")
+            return 0
+        # Each message gets a bytes object of its own: the sender's verdicts are noted by identity.
+        messages = [(line, entry, orjson.dumps(entry and entry["message"])) for line, entry in entries]
+        outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
+        transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
+        sender = Sender(outcomes, transport, Counters(), linger=0, retry_budget=timeout)
+        for _, entry, data in messages:
+            if entry is not None:
+                outcomes.put(data)
+        sender.close(timeout)
+        delivered = outcomes.delivered()
+        now = orjson.dumps(utc_now())
+        kept_lines: list[bytes] = []
+        for line, entry, data in messages:
+            if entry is None or id(data) in outcomes.kept or id(data) not in outcomes.answered:
+                kept_lines.append(line)
+            elif id(data) in outcomes.refused:
+                reason = orjson.dumps(outcomes.refused[id(data)])
+                kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
+        path = os.path.join(directory, DEAD_LETTER_FILE)
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(temporary, "wb") as file:
+            file.write(b"".join(line + b"\n" for line in kept_lines))
+        os.replace(temporary, path)
+    refused = sum(1 for _, entry, data in messages if entry is not None and id(data) in outcomes.refused)
+    print(
+        f"resent {len(messages)} dead letters: delivered {len(delivered)}, refused again {refused}, "
+        f"kept {len(kept_lines) - refused} (unreadable or not sent in time)"
+    )
+    return 0 if not kept_lines else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``deadletters ...`` alone (without the rest of the ``eventtracking`` command)."""
+    parser = argparse.ArgumentParser(prog="eventtracking")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    add_parser(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,372 @@
+"""The durable spool (``SegmentBackend(spool_dir=...)``) against the real collector: killed
+processes, torn and corrupt records, the disk bound, dead letters, locking, fork, retention."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventtracking import spool_cli
+from eventtracking.backends.segment import SegmentBackend
+from eventtracking.segment.spool import (
+    DEAD_LETTER_FILE,
+    IDLE_ROTATE_BYTES,
+    RECORD_HEADER,
+    SEGMENT_MAGIC,
+    Spool,
+    SpoolLocked,
+    iter_records,
+)
+
+KEY = "wk-spool"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_event(i: int, name: str = "spool.test") -> dict:
+    return {"name": name, "data": {"i": i}, "context": {"user_id": i, "path": "/p", "host": "lms.example"}}
+
+
+def track_message(i: int) -> bytes:
+    message = {"type": "track", "event": "raw", "userId": str(i), "messageId": f"raw-{i}", "properties": {}}
+    return orjson.dumps(message)
+
+
+def backend_for(url: str, spool_dir, **options) -> SegmentBackend:
+    options.setdefault("flush_interval", 0.05)
+    options.setdefault("retry_timeout", 30)
+    return SegmentBackend(write_key=KEY, host=url, spool_dir=str(spool_dir), **options)
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens: the collector is down."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def segments(spool_dir) -> list[str]:
+    return sorted(str(path) for path in spool_dir.glob("seg-*.log"))
+
+
+def directory_bytes(spool_dir) -> int:
+    return sum(path.stat().st_size for path in spool_dir.iterdir())
+
+
+def start_script(code: str, **values) -> subprocess.Popen:
+    script = textwrap.dedent(code)
+    for name, value in values.items():
+        script = script.replace(name, repr(value))
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+SENDER_SCRIPT = """
+import sys, time
+from eventtracking.backends.segment import SegmentBackend
+backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=0.05,
+                         retry_timeout=600, max_batch_size=BATCH)
+for i in range(COUNT):
+    backend.send({"name": "killed", "data": {"i": i}, "context": {"user_id": i}}, message_id=f"m-{i}")
+print("sent", flush=True)
+time.sleep(600)
+"""
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    process.stdout.close()
+    process.stderr.close()
+
+
+def test_killed_in_an_outage_the_next_process_delivers_each_event_once(collector, tmp_path):
+    count = 2000
+    process = start_script(SENDER_SCRIPT, URL=closed_port_url(), SPOOL=str(tmp_path), COUNT=count, BATCH=100)
+    try:
+        assert process.stdout.readline() == "sent\n", process.stderr.read()
+    finally:
+        kill(process)
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.stats()["spool"]["recovered"] == count
+    assert backend.flush(60)
+    ids = collector.message_ids()
+    assert sorted(ids) == sorted(f"m-{i}" for i in range(count))  # every one, no copies
+    stats = backend.stats()
+    assert stats["delivered"] == count and stats["spool"]["pending"] == 0
+    backend.close(5)
+
+
+def test_killed_while_delivering_resumes_with_few_copies(collector, tmp_path):
+    count, batch = 5000, 100
+    collector.faults.add(delay=0.2, times=None)  # about ten seconds of delivery: the kill lands mid-way
+    process = start_script(SENDER_SCRIPT, URL=collector.url, SPOOL=str(tmp_path), COUNT=count, BATCH=batch)
+    try:
+        assert process.stdout.readline() == "sent\n", process.stderr.read()
+        collector.wait_for(batch, timeout=60)
+    finally:
+        kill(process)
+    before = collector.count()
+    assert batch <= before < count
+    collector.faults.clear()
+    backend = backend_for(collector.url, tmp_path, max_batch_size=batch)
+    assert backend.flush(60)
+    ids = collector.message_ids()
+    assert set(ids) == {f"m-{i}" for i in range(count)}
+    copies = len(ids) - count
+    assert 0 <= copies <= batch  # at most the batch in flight when killed
+    backend.close(5)
+
+
+def write_raw_spool(spool_dir, count: int) -> str:
+    """Spool ``count`` raw track messages and leave them unacknowledged; return the segment path."""
+    spool = Spool(str(spool_dir))
+    for i in range(count):
+        assert spool.put(track_message(i))
+    spool.close()
+    [path] = segments(spool_dir)
+    return path
+
+
+def record_offsets(path: str) -> list[int]:
+    with open(path, "rb") as file:
+        data = file.read()
+    assert data.startswith(SEGMENT_MAGIC)
+    offsets, position = [], len(SEGMENT_MAGIC)
+    while position < len(data):
+        offsets.append(position)
+        position += RECORD_HEADER.size + RECORD_HEADER.unpack_from(data, position)[0]
+    return offsets
+
+
+def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_path):
+    path = write_raw_spool(tmp_path, 10)
+    last = record_offsets(path)[-1]
+    os.truncate(path, last + RECORD_HEADER.size + 5)  # killed in the middle of the last write
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.flush(30)
+    assert sorted(collector.message_ids()) == sorted(f"raw-{i}" for i in range(9))
+    assert backend.stats()["spool"]["corrupt"] == 1
+    backend.send(make_event(1))  # and it goes on
+    assert backend.flush(30)
+    assert collector.count() == 10
+    backend.close(5)
+
+
+def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path):
+    path = write_raw_spool(tmp_path, 10)
+    with open(path, "r+b") as file:
+        file.seek(record_offsets(path)[4] + RECORD_HEADER.size + 3)
+        byte = file.read(1)
+        file.seek(-1, os.SEEK_CUR)
+        file.write(bytes([byte[0] ^ 0x20]))
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.flush(30)
+    assert sorted(collector.message_ids()) == sorted(f"raw-{i}" for i in range(10) if i != 4)
+    assert backend.stats()["spool"]["corrupt"] == 1
+    backend.close(5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=40),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.floats(0, 1), max_size=3),
+)
+def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips):
+    """Whatever the truncation and flipped bytes, the reader ends, returns only records that were
+    written, in order, and loses none before the first damaged byte."""
+    directory = tmp_path_factory.mktemp("damaged")
+    records = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
+    path = directory / "seg"
+    data = bytearray(SEGMENT_MAGIC + b"".join(RECORD_HEADER.pack(len(r), zlib.crc32(r)) + r for r in records))
+    end = len(SEGMENT_MAGIC) + int(cut * (len(data) - len(SEGMENT_MAGIC)))
+    damaged = [len(SEGMENT_MAGIC) + int(f * (len(data) - len(SEGMENT_MAGIC) - 1)) for f in flips]
+    for position in damaged:
+        data[position] ^= 0xFF
+    path.write_bytes(bytes(data[:end]))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        read = [payload for payload, _ in iter_records(fd, len(SEGMENT_MAGIC), end) if payload is not None]
+    finally:
+        os.close(fd)
+    remaining = iter(records)
+    assert all(any(record == candidate for candidate in remaining) for record in read)  # an ordered subset
+    intact_until = min([end, *damaged])
+    position, expected = len(SEGMENT_MAGIC), 0
+    for record in records:
+        position += RECORD_HEADER.size + len(record)
+        if position > intact_until:
+            break
+        expected += 1
+    assert read[:expected] == records[:expected]
+
+
+def test_past_the_disk_bound_events_are_dropped_and_counted_none_before(collector, tmp_path, caplog):
+    down = backend_for(closed_port_url(), tmp_path, spool_max_bytes=40_000, retry_timeout=600)
+    with caplog.at_level(logging.WARNING):
+        for i in range(400):
+            down.send(make_event(i), message_id=f"b-{i}")
+    stats = down.stats()
+    dropped = stats["dropped"].get("buffer_full", 0)
+    accepted = stats["accepted"]
+    assert dropped > 0 and accepted > 0 and accepted + dropped == 400
+    assert stats["spool"]["pending_bytes"] <= 40_000
+    assert "buffer full" in caplog.text
+    assert down.close(0.5) is False
+    assert down.stats()["dropped"] == {"buffer_full": dropped}  # closing lost nothing
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.flush(30)
+    # the first ones, each once
+    assert sorted(collector.message_ids()) == sorted(f"b-{i}" for i in range(accepted))
+    backend.close(5)
+
+
+def test_an_outage_longer_than_the_retry_budget_loses_nothing(collector, tmp_path):
+    collector.faults.add(status=503, times=12)
+    backend = backend_for(collector.url, tmp_path, retry_timeout=0.3, max_batch_size=10)
+    for i in range(30):
+        backend.send(make_event(i))
+    assert backend.flush(60)
+    assert len(set(collector.message_ids())) == 30
+    stats = backend.stats()
+    assert stats["dropped"] == {} and stats["deferred"] > 0 and stats["spool"]["requeued"] > 0
+    backend.close(5)
+
+
+def test_close_in_an_outage_leaves_everything_for_the_next_backend(collector, tmp_path):
+    down = backend_for(closed_port_url(), tmp_path)
+    for i in range(50):
+        down.send(make_event(i), message_id=f"c-{i}")
+    assert down.close(0.5) is False
+    assert down.stats()["dropped"] == {}
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.flush(30)
+    assert sorted(collector.message_ids()) == sorted(f"c-{i}" for i in range(50))
+    backend.close(5)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    status = spool_cli.main(["deadletters", *argv])
+    return status, capsys.readouterr().out
+
+
+def test_dead_letters_round_trip(collector, tmp_path, capsys):
+    collector.faults.reject_event("poison")
+    backend = backend_for(collector.url, tmp_path)
+    for i in range(20):
+        backend.send(make_event(i, name="poison" if i == 11 else "good"), message_id=f"d-{i}")
+    assert backend.flush(30)
+    assert backend.stats()["dropped"] == {"refused": 1} and backend.stats()["spool"]["dead_letters"] == 1
+    [line] = (tmp_path / DEAD_LETTER_FILE).read_bytes().splitlines()
+    entry = orjson.loads(line)
+    assert entry["reason"].startswith("HTTP 400") and entry["message"]["messageId"] == "d-11"
+    assert entry["message"]["event"] == "poison" and entry["time"]
+
+    status, out = run_cli(capsys, "list", "--spool", str(tmp_path))
+    assert status == 0 and "poison" in out and "d-11" in out and "1 dead letter" in out
+
+    resend = ("resend", "--spool", str(tmp_path), "--write-key", KEY, "--host", collector.url)
+    status, out = run_cli(capsys, *resend)  # still refused: it stays
+    assert status == 1 and "refused again 1" in out
+    [again] = (tmp_path / DEAD_LETTER_FILE).read_bytes().splitlines()
+    assert orjson.loads(again)["message"] == entry["message"]
+
+    collector.faults.clear()
+    status, out = run_cli(capsys, *resend)
+    assert status == 0 and "delivered 1" in out
+    assert [m["messageId"] for m in collector.messages(event="poison")] == ["d-11"]
+    assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == b""
+    status, out = run_cli(capsys, "list", "--spool", str(tmp_path))
+    assert "0 dead letters" in out
+    backend.close(5)
+
+
+def test_a_second_owner_is_refused_with_a_clear_error(collector, tmp_path):
+    first = backend_for(collector.url, tmp_path)
+    with pytest.raises(SpoolLocked) as refused:
+        backend_for(collector.url, tmp_path)
+    assert str(tmp_path) in str(refused.value) and f"process {os.getpid()}" in str(refused.value)
+    process = start_script(
+        """
+        from eventtracking.backends.segment import SegmentBackend
+        SegmentBackend(write_key="k", host="http://127.0.0.1:9", spool_dir=SPOOL)
+        """,
+        SPOOL=str(tmp_path),
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode != 0 and f"is in use by process {os.getpid()}" in err
+    first.close(5)
+    second = backend_for(collector.url, tmp_path)  # released by close
+    second.close(5)
+
+
+def test_acknowledged_data_is_reclaimed(collector, tmp_path):
+    backend = backend_for(collector.url, tmp_path)
+    for i in range(20000):
+        backend.send(make_event(i))
+    assert backend.flush(60)
+    stats = backend.stats()["spool"]
+    assert stats["spooled_bytes"] > 20 * IDLE_ROTATE_BYTES  # several segments' worth went through
+    assert stats["pending"] == 0 and stats["disk_bytes"] <= IDLE_ROTATE_BYTES + 4096
+    assert directory_bytes(tmp_path) <= IDLE_ROTATE_BYTES + 4096
+    assert len(set(collector.message_ids())) == 20000
+    backend.close(5)
+    assert segments(tmp_path) == [] and directory_bytes(tmp_path) < 100
+
+
+def test_fsync_mode_delivers(collector, tmp_path):
+    backend = backend_for(collector.url, tmp_path, fsync=True)
+    for i in range(20):
+        backend.send(make_event(i))
+    assert backend.flush(30)
+    assert len(set(collector.message_ids())) == 20
+    backend.close(5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_buffers_in_memory_and_the_parent_keeps_the_spool(collector, tmp_path):
+    process = start_script(
+        """
+        import os, sys
+        from eventtracking.backends.segment import SegmentBackend
+        from eventtracking.segment.spool import Spool, SpoolLocked
+        backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=0.05)
+        for i in range(50):
+            backend.send({"name": "parent", "context": {"user_id": i}})
+        pid = os.fork()
+        if pid == 0:
+            for i in range(50):
+                backend.send({"name": "child", "context": {"user_id": i}})
+            ok = backend.flush(30) and backend.stats()["spool"]["mode"].startswith("memory")
+            try:
+                Spool(SPOOL)
+                ok = False  # the parent's lock must still hold
+            except SpoolLocked:
+                pass
+            os._exit(0 if ok else 3)
+        status = os.waitpid(pid, 0)[1]
+        for i in range(50):
+            backend.send({"name": "parent.after", "context": {"user_id": i}})
+        assert backend.flush(30) and backend.stats()["spool"]["mode"] == "disk"
+        sys.exit(status)
+        """,
+        URL=collector.url,
+        SPOOL=str(tmp_path),
+    )
+    out, err = process.communicate(timeout=100)
+    assert process.returncode == 0, err
+    assert err.count("buffers its events in memory only") == 1
+    names = sorted(m["event"] for m in collector.messages())
+    assert names == sorted(["parent"] * 50 + ["child"] * 50 + ["parent.after"] * 50)
