@@ -55,8 +55,11 @@ def test_bytes_are_released_when_taken_and_idle_after_done():
     assert buffer.put(b"x")  # room again as soon as the sender took a batch
     assert buffer.wait_idle(0.01) is False
     rest = buffer.take(100, 1000, 0, STOP)
+    assert buffer.take(100, 1000, 0, STOP) == [b"x"]
     buffer.done(batch)
     buffer.done(rest)
+    assert buffer.wait_idle(0.01) is False  # [b"x"] is still in flight
+    buffer.done([b"x"])
     assert buffer.wait_idle(0.01) is True and buffer.pending() == (0, 0)
 
 
