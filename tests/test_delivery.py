@@ -306,3 +306,13 @@ def test_fork_children_send_and_parent_goes_on(collector):
     names = Counter(m["event"] for m in collector.messages())
     assert names == {"parent.before": 100, "child0": 100, "child1": 100, "parent.after": 100}
     assert len(set(collector.message_ids())) == 400
+
+
+def test_full_batches_fit_the_body_limit(collector):
+    backend = backend_for(collector, flush_interval=1)
+    for i in range(1500):  # about 1.1 KB each: batches are bounded by bytes, not count
+        backend.send(make_event(i, pad="x" * 1000))
+    assert backend.flush(30)
+    assert_exactly_once(collector, 1500)
+    assert collector.requests.get("refused", 0) == 0  # no body over 500 KB, so no split was needed
+    assert backend.stats()["batches"] == collector.requests["accepted"]

@@ -60,7 +60,8 @@ class Sender:
         self.transport = transport
         self.counters = counters
         self.batch_count = batch_count
-        self.batch_bytes = min(batch_bytes, MAX_BATCH_BYTES) - BATCH_OVERHEAD
+        # The body adds a comma per message and the envelope to the messages' own bytes.
+        self.batch_bytes = min(batch_bytes, MAX_BATCH_BYTES) - BATCH_OVERHEAD - batch_count
         self.linger = linger
         self.retry_budget = retry_budget
         self.backoff_base, self.backoff_max = backoff
