@@ -102,12 +102,15 @@ def received(url: str) -> int:
 
 
 def measure(label: str, url: str, events: list[dict], send, flush) -> dict:
-    """Time the send loop (caller cost) and send + flush until all arrived (end to end)."""
+    """Time the send loop (caller cost: wall clock, and the calling thread's own CPU time) and
+    send + flush until all arrived (end to end)."""
     before = received(url)
     gc.collect()
     start = time.perf_counter()
+    cpu_start = time.thread_time()
     for event in events:
         send(event)
+    cpu = time.thread_time() - cpu_start
     sent = time.perf_counter()
     flush()
     done = time.perf_counter()
@@ -115,6 +118,7 @@ def measure(label: str, url: str, events: list[dict], send, flush) -> dict:
     return {
         "label": label,
         "caller_us": (sent - start) / len(events) * 1e6,
+        "caller_cpu_us": cpu / len(events) * 1e6,
         "eps": len(events) / (done - start),
         "arrived": arrived,
         "events": len(events),
@@ -126,6 +130,7 @@ def median_row(rows: list[dict]) -> dict:
     return {
         "label": rows[0]["label"],
         "caller_us": statistics.median(r["caller_us"] for r in rows),
+        "caller_cpu_us": statistics.median(r["caller_cpu_us"] for r in rows),
         "eps": statistics.median(r["eps"] for r in rows),
         "arrived": min(r["arrived"] for r in rows),
         "events": rows[0]["events"],
@@ -223,25 +228,34 @@ def main(argv: list[str] | None = None) -> int:
         sum(len(orjson.dumps(to_track_message(e), option=orjson.OPT_NAIVE_UTC)) for e in events[:100]) / 100
     )
     print(
-        f"{args.rounds} rounds of {args.events} Open edX-shaped events of {event_size:.0f} bytes ({size:.0f} as a track message); "
-        f"{os.cpu_count()} cores"
+        f"{args.rounds} rounds of {args.events} Open edX-shaped events of {event_size:.0f} bytes "
+        f"({size:.0f} as a track message); {os.cpu_count()} cores"
     )
     with collector_process() as url:
         # Interleaved rounds, medians: this machine is shared and noisy.
-        rounds = [[run(url, events) for run in (run_classic, run_ours, run_limit)] for _ in range(args.rounds)]
+        rounds = [
+            [run(url, events) for run in (run_classic, run_ours, run_limit)] for _ in range(args.rounds)
+        ]
         rows = [median_row([r[i] for r in rounds]) for i in range(3)]
         classic, ours, limit = rows
         print()
-        print(f"{'path':34} {'caller µs/event':>16} {'end-to-end ev/s':>16} {'arrived':>9}")
+        print(
+            f"{'path':34} {'caller µs/event':>16} {'(its CPU µs)':>13} {'end-to-end ev/s':>16} {'arrived':>9}"
+        )
         for row in rows:
-            print(f"{row['label']:34} {row['caller_us']:16.1f} {row['eps']:16,.0f} {row['arrived']:>9,}")
+            print(
+                f"{row['label']:34} {row['caller_us']:16.1f} {row['caller_cpu_us']:13.1f} "
+                f"{row['eps']:16,.0f} {row['arrived']:>9,}"
+            )
         print()
         caller_ratio = ours["caller_us"] / limit["caller_us"]
         eps_ratio = ours["eps"] / limit["eps"]
+        cpu_ratio = ours["caller_cpu_us"] / limit["caller_cpu_us"]
         print(
             f"caller cost, ours / limit: {caller_ratio:.2f}x   (target <= 1.5x)  "
             + _verdict(caller_ratio <= 1.5)
         )
+        print(f"caller CPU,  ours / limit: {cpu_ratio:.2f}x   (the calling thread's own CPU time)")
         print(f"end-to-end,  ours / limit: {eps_ratio:.2f}x   (target >= 0.8x)  {_verdict(eps_ratio >= 0.8)}")
         print(f"caller cost, classic / ours: {classic['caller_us'] / ours['caller_us']:.1f}x faster")
         print(f"end-to-end,  ours / classic: {ours['eps'] / classic['eps']:.1f}x faster")
