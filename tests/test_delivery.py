@@ -316,3 +316,13 @@ def test_full_batches_fit_the_body_limit(collector):
     assert_exactly_once(collector, 1500)
     assert collector.requests.get("refused", 0) == 0  # no body over 500 KB, so no split was needed
     assert backend.stats()["batches"] == collector.requests["accepted"]
+
+
+def test_send_after_close_is_skipped_not_buffered(collector):
+    backend = backend_for(collector)
+    backend.send(make_event(1))
+    assert backend.close(10)
+    backend.send(make_event(2))
+    stats = backend.stats()
+    assert stats["skipped"] == {"closed": 1} and stats["in_flight"] == 0
+    assert collector.count() == 1

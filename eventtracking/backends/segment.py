@@ -173,8 +173,8 @@ class SegmentBackend:
             data = encode(message)
             if len(data) > MAX_MESSAGE_BYTES:
                 data = self._fit(message, len(data))
-            if self._sender._thread is None:
-                self._sender.ensure_started()
+            if self._sender._thread is None and not self._sender.ensure_started():
+                raise SkipEvent("closed")
             if not self._buffer.put(data):
                 self._buffer_full()
         except SkipEvent as skip:

@@ -74,10 +74,10 @@ class Sender:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def ensure_started(self) -> None:
-        """Start the thread unless it runs in this process (cheap when it does)."""
+    def ensure_started(self) -> bool:
+        """Start the thread unless it runs in this process; False once closed."""
         if self._thread is not None and self._pid == os.getpid():
-            return
+            return True
         with self._start_lock:
             if self._pid != os.getpid():
                 self.after_fork_in_child()
@@ -86,6 +86,7 @@ class Sender:
                     target=self._run, name="eventtracking-segment-sender", daemon=True
                 )
                 self._thread.start()
+            return self._thread is not None
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything put so far has had the server's final answer.
@@ -119,6 +120,7 @@ class Sender:
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
             thread.join(remaining)
+        self._thread = None  # with _stop set: ensure_started() now answers False
         self.transport.close()
         self.buffer.close()
         return delivered_all
