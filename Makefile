@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_spool.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     received.set_defaults(run=run_received)
 
     _add_optional_subcommand(subparsers, "eventtracking.replay")
+    _add_optional_subcommand(subparsers, "eventtracking.spool_cli")
     return parser
 
 

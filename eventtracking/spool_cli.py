@@ -101,7 +101,7 @@ def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
             cells = (entry.get("time"), entry.get("reason"), message.get("event"), message.get("messageId"))
             rows.append(tuple("-" if cell is None else str(cell) for cell in cells))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    for row in rows:
+    for row in rows if entries else ():
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"{len(entries)} dead letter{'' if len(entries) == 1 else 's'} in {directory}")
     return 0

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 
 import orjson
@@ -114,11 +115,11 @@ def test_killed_while_delivering_resumes_with_few_copies(collector, tmp_path):
     process = start_script(SENDER_SCRIPT, URL=collector.url, SPOOL=str(tmp_path), COUNT=count, BATCH=batch)
     try:
         assert process.stdout.readline() == "sent\n", process.stderr.read()
-        collector.wait_for(batch, timeout=60)
+        collector.wait_for(count // 4, timeout=60)
     finally:
         kill(process)
     before = collector.count()
-    assert batch <= before < count
+    assert count // 4 <= before < count  # killed mid-way, with many batches acknowledged
     collector.faults.clear()
     backend = backend_for(collector.url, tmp_path, max_batch_size=batch)
     assert backend.flush(60)
@@ -324,6 +325,30 @@ def test_acknowledged_data_is_reclaimed(collector, tmp_path):
     assert len(set(collector.message_ids())) == 20000
     backend.close(5)
     assert segments(tmp_path) == [] and directory_bytes(tmp_path) < 100
+
+
+def test_threads_overflowing_memory_are_read_back_from_disk_once(collector, tmp_path):
+    collector.faults.add(delay=0.3, times=2)  # the sender falls behind: most records are disk-only
+    backend = backend_for(collector.url, tmp_path, max_buffer_bytes=20_000, max_batch_size=200)
+    backend._buffer.segment_bytes = 64 * 1024  # many segments: reading crosses and deletes them
+    per_thread = 1000
+
+    def work(t: int) -> None:
+        for i in range(per_thread):
+            backend.send(make_event(i), message_id=f"t{t}-{i}")
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert backend.flush(60)
+    ids = collector.message_ids()
+    assert sorted(ids) == sorted(f"t{t}-{i}" for t in range(4) for i in range(per_thread))
+    stats = backend.stats()["spool"]
+    assert stats["read_back"] > 2000 and stats["spooled_bytes"] > 10 * 64 * 1024 and stats["pending"] == 0
+    assert len(segments(tmp_path)) == 1
+    backend.close(5)
 
 
 def test_fsync_mode_delivers(collector, tmp_path):

@@ -4,9 +4,10 @@ Contract: the same methods and meaning as :class:`~eventtracking.segment.buffer.
 
 * ``put(message)`` appends one record to the current segment file with a single ``write()``
   before it returns True, so an accepted message survives the process being killed. With
-  ``fsync=True`` each put is also ``fdatasync``\\ ed and survives power loss; that costs about
-  100x a plain put (about 180 µs against 2 µs on the machine it was measured on; see
-  ``benchmarks/bench_spool.py``). ``put`` returns False, keeping nothing, when the unacknowledged
+  ``fsync=True`` each put is also ``fdatasync``\\ ed and survives power loss, at a measured cost
+  of about 150 µs per put against 2.5 µs without (60x, on the development VM's disk; the caller
+  waits for it, and end-to-end throughput falls to about a tenth: ``benchmarks/bench_spool.py``
+  measures both on yours). ``put`` returns False, keeping nothing, when the unacknowledged
   records would pass ``max_bytes``, or when the write fails (disk full).
 * ``take`` hands the sender the oldest unacknowledged records, ``done(batch)`` acknowledges them.
   A part the sender gives up on (``keep_for_later``: retry budget spent, or closing) is appended
@@ -165,6 +166,7 @@ class Spool:
         self._recovered = self._recovered_bytes = 0
         self._acknowledged = self._acknowledged_bytes = 0
         self._requeued = self._corrupt = self._dead_letters = 0
+        self._read_back = 0  # records read from disk: left by an earlier process, or overflowed memory
         self._write_failing = False
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         self._lock_fd = _lock_directory(self.directory)
@@ -342,6 +344,7 @@ class Spool:
                 if self._closed:
                     return []
                 self._corrupt += corrupt
+                self._read_back += len(batch)
                 if end == (self._write_segment, self._write_offset):
                     self._disk_from, self._disk_count = None, 0  # caught up: puts go to memory again
                 else:
@@ -522,7 +525,8 @@ class Spool:
 
     def stats(self) -> dict[str, Any]:
         """Counts and bytes: spooled (by this process), recovered (left by an earlier one),
-        acknowledged, pending, requeued (kept for later), corrupt, dead_letters, disk_bytes."""
+        acknowledged, pending, requeued (kept for later), read_back (read from disk rather than
+        memory), corrupt, dead_letters, disk_bytes (segment files)."""
         if self._fallback is not None:
             return {"dir": self.directory, "mode": "memory (forked child: the parent owns the spool)"}
         with self._lock:
@@ -539,6 +543,7 @@ class Spool:
                 "pending": self._pending_count,
                 "pending_bytes": self._pending_bytes,
                 "requeued": self._requeued,
+                "read_back": self._read_back,
                 "corrupt": self._corrupt,
                 "dead_letters": self._dead_letters,
                 "disk_bytes": disk,
