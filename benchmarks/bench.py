@@ -50,7 +50,8 @@ def openedx_event(i: int) -> dict:
         "timestamp": datetime.datetime(
             2026, 11, 26, 12, 0, i % 60, i % 1000000, tzinfo=datetime.timezone.utc
         ),
-        "data": {"course_id": course, "user_id": 1000 + i, "mode": "audit"},
+        "data": {"course_id": course, "user_id": 1000 + i, "mode": "audit", "enrollment_source": "lms"},
+        "event_source": "server",
         "context": {
             "user_id": 1000 + i,
             "username": f"learner{i}",
@@ -60,9 +61,15 @@ def openedx_event(i: int) -> dict:
             "agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
             "host": "courses.example.org",
             "path": f"/courses/{course}/courseware/",
+            "referer": "https://courses.example.org/dashboard",
+            "accept_language": "en-US,en;q=0.9",
             "session": "0123456789abcdef0123456789abcdef",
             "client_id": "123456789.987654321",
             "page": None,
+            "module": {
+                "display_name": "Introduction",
+                "usage_key": f"block-v1:edX+DemoX+type@vertical+block@{i}",
+            },
         },
     }
 
