@@ -10,8 +10,10 @@ into a temporary directory, then, each against a fresh collector running in anot
   large ``max_queue_size``, then ``segment.analytics.flush()``), in a child process.
 
 It prints lines/s for both (from process start until everything was acknowledged), the ratio
-(target: at least 5x), how many messages each collector stored, and the peak RSS of our replay
-for two log sizes (flat memory: about the same for both).
+(target: at least 5x), how many messages each collector stored, the peak RSS of our replay for
+two log sizes (flat memory: about the same for both), and the collector's ceiling (ready-made
+batches posted back to back), which bounds any replay: on a 2-core machine the collector and the
+replay share the cores. Figures vary with the machine's load: compare ratios from one run.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def log_line(i: int, rng: random.Random) -> bytes:
     course = f"course-v1:edX+DemoX+{2020 + i % 5}"
     second = f"2025-01-{1 + i // 86_400 % 28:02d}T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
     when = f"{second}.{rng.randrange(1_000_000):06d}+00:00"
-    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+    agent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537"
     block = f"block-v1:edX+DemoX+{2020 + i % 5}+type@problem+block@{rng.getrandbits(64):016x}"
     kind = i % 4
     if kind == 3:
@@ -63,11 +65,11 @@ def log_line(i: int, rng: random.Random) -> bytes:
         })
     common = {
         "username": f"learner{user}", "ip": "203.0.113.42", "agent": agent, "host": "courses.example.org",
-        "referer": f"https://courses.example.org/courses/{course}/courseware/", "accept_language": "en-US,en;q=0.9",
+        "referer": f"https://courses.example.org/courses/{course}/courseware/", "accept_language": "en-US",
         "session": f"{rng.getrandbits(128):032x}", "time": when,
     }
     if kind == 1:
-        payload = {"id": block.replace("problem", "video"), "code": "html5", "currentTime": rng.random() * 300}
+        payload = {"id": block.replace("problem", "video"), "code": "html5", "currentTime": rng.random()}
         return orjson.dumps({
             **common, "event_source": "browser", "name": "play_video", "event_type": "play_video",
             "event": orjson.dumps(payload).decode(),
@@ -132,18 +134,67 @@ def stored(url: str) -> int:
 
 
 def run_measured(command: List[str]) -> Tuple[float, float, str]:
-    """Run ``command`` to completion; (seconds, peak RSS MiB of that process, its stdout)."""
+    """Run ``command`` to completion; (seconds, peak RSS in MiB of that process, its stdout).
+
+    The peak is the child's own VmHWM, sampled while it runs: ``ru_maxrss`` of a forked child
+    would include the RSS this (larger) parent had when it forked.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
+        peak_kb = 0
+        while process.poll() is None:
+            peak_kb = max(peak_kb, vm_hwm_kb(process.pid))
+            time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if process.returncode not in (0, 1):  # 1: replay found unreadable lines (there are none)
             raise RuntimeError(f"{command[1:4]} exited {process.returncode}: {err.read().decode()[-2000:]}")
-        return elapsed, usage.ru_maxrss / 1024, out.read().decode()
+        return elapsed, peak_kb / 1024, out.read().decode()
+
+
+def vm_hwm_kb(pid: int) -> int:
+    """The peak resident set of a running process (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def collector_ceiling(log: str, url: str) -> float:
+    """Messages/s the collector takes when handed ready-made 500-message batches on one connection:
+    what any replay can reach at best on this machine (the messages are encoded beforehand)."""
+    from eventtracking.replay.events import message_id, to_live_event
+    from eventtracking.segment.encoding import encode
+    from eventtracking.segment.mapping import to_track_message
+
+    messages: List[bytes] = []
+    with gzip.open(log, "rb") as lines:
+        for number, line in enumerate(lines, 1):
+            text = line[line.find(b"{"):].rstrip()
+            message = to_track_message(to_live_event(orjson.loads(text)))
+            message["messageId"] = message_id(text, number)
+            messages.append(encode(message))
+    pool = urllib3.connection_from_url(url, maxsize=1)
+    headers = {"Content-Type": "application/json", **urllib3.make_headers(basic_auth=WRITE_KEY + ":")}
+    started = time.perf_counter()
+    start = 0
+    while start < len(messages):
+        end, size = start, 0
+        while end < len(messages) and end - start < 500 and size + len(messages[end]) + 1 < 500 * 1024 - 128:
+            size += len(messages[end]) + 1  # and its comma
+            end += 1
+        body = b'{"batch":[' + b",".join(messages[start:end]) + b'],"sentAt":"2025-01-01T00:00:00Z"}'
+        answer = pool.urlopen("POST", "/v1/batch", body=body, headers=headers, retries=False)
+        if answer.status != 200:
+            raise RuntimeError(f"collector refused a batch: {answer.status} {answer.data[:200]!r}")
+        start = end
+    return len(messages) / (time.perf_counter() - started)
 
 
 def run_ours(log: str, url: str) -> Tuple[float, float, str]:
@@ -195,7 +246,7 @@ def main(argv: List[str] | None = None) -> int:
         help="lines for the naive run (default: --lines); its rate is compared per line",
     )
     parser.add_argument(
-        "--small-lines", type=int, default=None, help="the second log size for peak RSS (default: --lines / 10)"
+        "--small-lines", type=int, default=None, help="second log size for peak RSS (default: --lines / 10)"
     )
     parser.add_argument("--naive-child", nargs=2, metavar=("LOG", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -209,8 +260,9 @@ def main(argv: List[str] | None = None) -> int:
         started = time.perf_counter()
         mean = write_log(big, args.lines)
         print(
-            f"log: {args.lines:,} lines, {mean:.0f} bytes each on average, {os.path.getsize(big) / 2**20:.0f} MiB "
-            f"gzip (written in {time.perf_counter() - started:.0f} s); {os.cpu_count()} cores"
+            f"log: {args.lines:,} lines, {mean:.0f} bytes each on average, "
+            f"{os.path.getsize(big) / 2**20:.0f} MiB gzip, written in {time.perf_counter() - started:.0f} s; "
+            f"{os.cpu_count()} cores"
         )
         small = os.path.join(directory, "small.log.gz")
         write_log(small, small_lines)
@@ -223,7 +275,9 @@ def main(argv: List[str] | None = None) -> int:
             ours_seconds, ours_rss, _ = run_ours(big, url)
             ours_stored = stored(url)
         with collector_process(directory) as url:
-            small_seconds, small_rss, _ = run_ours(small, url)
+            _, small_rss, _ = run_ours(small, url)
+        with collector_process(directory) as url:
+            ceiling = collector_ceiling(small, url)
         with collector_process(directory) as url:
             naive_seconds, naive_rss, _ = run_naive(naive_log, url)
             naive_stored = stored(url)
@@ -241,8 +295,12 @@ def main(argv: List[str] | None = None) -> int:
     verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
     print(f"ours / naive: {ratio:.1f}x faster (target >= {TARGET_RATIO:.0f}x)  {verdict}")
     print(
+        f"collector ceiling: {ceiling:,.0f} messages/s (ready-made batches into a fresh collector, "
+        f"{small_lines:,} messages; it slows as its database grows); ours reached {ours_rate / ceiling:.0%}"
+    )
+    print(
         f"peak RSS of ours: {small_rss:.0f} MiB for {small_lines:,} lines, {ours_rss:.0f} MiB for "
-        f"{args.lines:,} lines (flat: the same order whatever the size; {small_seconds:.1f} s for the small log)"
+        f"{args.lines:,} lines (flat: about the same whatever the size)"
     )
     return 0
 

@@ -10,12 +10,13 @@ Contract:
   resumed run adds nothing new in Segment, which dedupes on messageId.
 * The reader never outruns the backend: past :data:`BACKLOG_BYTES` waiting to be sent it
   waits, so memory stays flat whatever the size of the inputs.
-* With ``--checkpoint FILE``, every ``--checkpoint-every`` lines the backend is flushed and,
-  when nothing failed, the position of each input is written (see
-  :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines.
-  After a delivery failure the checkpoint stops advancing, so a rerun retries from there.
-* A destination that stays unreachable (a batch given up after the backend's retries) ends
-  the run early: resume it later with the checkpoint.
+* With ``--checkpoint FILE``, once at least ``--checkpoint-every`` lines were read (checked
+  between chunks of about 100 KB to 1 MB) the reader waits until the backend has had an answer
+  for everything and, when all was delivered, writes the position of each input (see
+  :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines. After a
+  failed delivery the checkpoint stops advancing, so a rerun retries from there.
+* A destination that takes nothing (a batch given up after the backend's retries, or deferred
+  to the ``--spool``) ends the run early: resume it later with the checkpoint.
 * Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were
   unreadable or deliveries failed; 2 on usage errors; 130 when interrupted (Ctrl-C).
 """
@@ -51,8 +52,13 @@ WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
 # Sent as the write key to a --host that was given without one (a collector that takes any).
 PLACEHOLDER_WRITE_KEY = "eventtracking-replay"
-BACKLOG_BYTES = 8 << 20  # encoded messages waiting for the sender before the reader waits
+BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the reader waits
+# While replaying, the reader thread is CPU-bound and the sender thread I/O-bound: with the
+# default 5 ms GIL switch interval the sender waits that long at each wake-up (a convoy), and
+# batches go out at half speed. Set for the duration of the run only.
+SWITCH_INTERVAL = 0.0001
 DEFAULT_CHECKPOINT_EVERY = 20_000
+DRAIN_WAIT = 2.0  # seconds between two looks at the failure counters while waiting for delivery
 UNREADABLE_SHOWN = 10
 # Drops that mean "the destination is not taking anything now": stop reading, resume later.
 STOP_REASONS = ("gave_up", "buffer_full")
@@ -84,8 +90,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("paths", nargs="+", metavar="PATH", help="log file (plain or gzip), directory, or - for stdin")
-    add("--write-key", default=None, help=f"Segment write key (default: ${WRITE_KEY_ENV})")
-    add("--host", default=None, help="Segment API URL (default: https://api.segment.io)")
+    add("--write-key", default=None, metavar="KEY", help=f"Segment write key (default: ${WRITE_KEY_ENV})")
+    add("--host", default=None, metavar="URL", help="Segment API URL (default: https://api.segment.io)")
     add(
         "--local",
         nargs="?",
@@ -95,8 +101,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"send to a collector started here, storing into SQLite DB (default: ./{DEFAULT_LOCAL_DB})",
     )
     add("--dry-run", action="store_true", help="read, map and count; send nothing")
-    add("--since", type=_iso_time, default=None, help="only events at or after this ISO time")
-    add("--until", type=_iso_time, default=None, help="only events before this ISO time")
+    add("--since", type=_iso_time, default=None, metavar="TIME", help="only events at or after this ISO time")
+    add("--until", type=_iso_time, default=None, metavar="TIME", help="only events before this ISO time")
     add(
         "--name", type=_regex, action="append", default=[], metavar="REGEX",
         help="only events whose name matches (re.search); repeatable, any may match",
@@ -190,12 +196,13 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     collector = None
     if args.dry_run:
-        sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
+        try:
+            sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
+        except ValueError as exc:
+            raise UsageError(f"--anonymous-id-field: {exc}") from None
     else:
         if local_db is not None:
-            from eventtracking.collector import Collector
-
-            collector = Collector(db_path=local_db).start()
+            collector = _start_local_collector(local_db)
             host: Optional[str] = collector.url
             write_key = PLACEHOLDER_WRITE_KEY
         else:
@@ -216,7 +223,6 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         checkpoint=None if args.dry_run else checkpoint,
         resume_from=checkpoint,
         checkpoint_every=args.checkpoint_every,
-        dry_run=args.dry_run,
     )
     try:
         summary = replay.run(sources, progress=sys.stderr.isatty())
@@ -248,6 +254,17 @@ def _check_local_db(path: str) -> None:
             f"--local {path}: not a SQLite database (a log to replay? put --local after the PATHs, "
             "or write --local=DB)"
         )
+
+
+def _start_local_collector(path: str) -> Any:
+    import sqlite3
+
+    from eventtracking.collector import Collector
+
+    try:
+        return Collector(db_path=path).start()
+    except (OSError, sqlite3.Error) as exc:
+        raise UsageError(f"--local {path}: cannot start the local collector: {exc}") from None
 
 
 def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace) -> Any:
@@ -366,7 +383,8 @@ def _reasons(counts: Dict[str, int]) -> str:
 
 
 class Replay:
-    """Reads sources line by line and hands their events to a sink (SegmentBackend or DryRun)."""
+    """Reads sources line by line and hands their events to a sink: a SegmentBackend, or a
+    :class:`DryRun` (then the summary counts what would be sent)."""
 
     def __init__(
         self,
@@ -379,7 +397,6 @@ class Replay:
         checkpoint: Optional[Checkpoint] = None,
         resume_from: Optional[Checkpoint] = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-        dry_run: bool = False,
     ) -> None:
         self.sink = sink
         self.names = list(names)
@@ -389,7 +406,7 @@ class Replay:
         self.checkpoint = checkpoint  # written to (None: a dry run never writes)
         self.resume_from = resume_from or checkpoint  # read from
         self.checkpoint_every = checkpoint_every
-        self.summary = Summary(dry_run=dry_run)
+        self.summary = Summary(dry_run=isinstance(sink, DryRun))
         self._name_matches: Dict[Any, bool] = {}
         self._positions: Dict[str, Tuple[int, str]] = {}  # read, not yet checkpointed
         self._lines_since_checkpoint = 0
@@ -408,19 +425,23 @@ class Replay:
 
             self._bar = tqdm(unit=" lines", unit_scale=True, file=sys.stderr, mininterval=0.5)
         clean = False
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             for source in sources:
                 self._replay_source(source)
+            self._drain()
             clean = True
         except StopReplay as stop:
             summary.stopped = str(stop)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
+            sys.setswitchinterval(switch_interval)
             if self._bar is not None:
                 self._bar.close()
-            # An unreachable destination or Ctrl-C: do not wait out every retry of the backlog.
-            self.sink.close(None if clean else 5.0)
+            # Drained already, or stopping (refused, Ctrl-C): never wait out every retry of a backlog.
+            self.sink.close(5.0)
             if clean:
                 self._save_checkpoint()
             self._collect_stats()
@@ -437,7 +458,7 @@ class Replay:
         head = ""
         try:
             with open_source(source) as stream:
-                for lines in read_lines(stream, interactive=source.is_stdin):
+                for lines in read_lines(stream):
                     if line_number == 0 and lines:
                         head = head_fingerprint(lines[0])
                         if self.resume_from is not None:
@@ -512,28 +533,47 @@ class Replay:
     def _between_chunks(self) -> None:
         """Progress, back-pressure, failure watch and checkpoints, once per chunk of lines."""
         stats = self.sink.stats()
+        self._stop_if_refused(stats)
         while stats.get("buffered_bytes", 0) > BACKLOG_BYTES:
             time.sleep(0.005)  # let the sender drain: memory stays flat in the input size
             stats = self.sink.stats()
+            self._stop_if_refused(stats)  # a spool keeps what it gives up on: it never drains then
+        if self._bar is not None:
+            self._bar.update(self.summary.lines - self._bar.n)
+            if self.summary.dry_run:
+                self._bar.set_postfix_str(f"would send {stats['accepted']:,}", refresh=False)
+            else:
+                self._bar.set_postfix_str(f"sent {stats['delivered']:,}", refresh=False)
+        if self.checkpoint is not None and self._lines_since_checkpoint >= self.checkpoint_every:
+            self._drain()
+            self._save_checkpoint()
+
+    def _drain(self) -> None:
+        """Wait until everything handed to the sink was answered; stop if the destination refuses.
+
+        Not one ``flush(None)``: a spool keeps re-queuing what is refused, so that never returns.
+        """
+        while not self.sink.flush(DRAIN_WAIT):
+            self._stop_if_refused(self.sink.stats())
+
+    @staticmethod
+    def _stop_if_refused(stats: Dict[str, Any]) -> None:
         stopping = [reason for reason in STOP_REASONS if stats["dropped"].get(reason)]
+        if stats.get("deferred"):
+            stopping.append("deferred to the spool")  # kept on disk: the next run sends them first
         if stopping:
             raise StopReplay(
                 f"deliveries failed ({', '.join(stopping)}): the destination is not taking events; "
                 "rerun later (with --checkpoint to resume where this run was acknowledged)"
             )
-        if self._bar is not None:
-            self._bar.update(self.summary.lines - self._bar.n)
-            self._bar.set_postfix_str(f"sent {stats['delivered']:,}", refresh=False)
-        if self.checkpoint is not None and self._lines_since_checkpoint >= self.checkpoint_every:
-            self.sink.flush(None)
-            self._save_checkpoint()
 
     def _save_checkpoint(self) -> None:
         self._lines_since_checkpoint = 0
         if self.checkpoint is None or self._frozen:
             return
-        if self.sink.stats()["dropped"]:
-            self._frozen = True  # a rerun must retry what failed, so never record past it
+        stats = self.sink.stats()
+        if stats["dropped"] or stats.get("deferred"):
+            self._frozen = True  # a rerun must retry what was not delivered: never record past it
             return
         if self._positions:
             self.checkpoint.record(self._positions)

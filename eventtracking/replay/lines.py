@@ -89,14 +89,15 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
             yield raw
 
 
-def read_lines(stream: BinaryIO, interactive: bool = False) -> Iterator[List[bytes]]:
+def read_lines(stream: BinaryIO) -> Iterator[List[bytes]]:
     """Yield the stream's lines (without the newline), a list per chunk read.
 
-    ``interactive`` reads what is available (``read1``) instead of waiting for a full chunk,
-    for pipes whose writer is slow. A line longer than :data:`MAX_LINE_BYTES` comes out as
+    Chunks come from ``read1``: what one read of the file, the pipe or the gzip member gives
+    (at most :data:`CHUNK_BYTES`), so a slow pipe is followed as it goes and a truncated gzip
+    file loses only its last piece. A line longer than :data:`MAX_LINE_BYTES` comes out as
     :data:`OVERLONG_LINE`. A last line without a newline is still a line.
     """
-    read = stream.read1 if interactive and hasattr(stream, "read1") else stream.read
+    read = stream.read1 if hasattr(stream, "read1") else stream.read
     pending = b""
     overlong = False  # inside a line already found too long: drop bytes until its newline
     while True:

@@ -1,0 +1,523 @@
+"""``eventtracking replay`` against the real collector: shapes, inputs, ids, checkpoints, exit codes."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import gzip
+import importlib.util
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventtracking.backends.segment import SegmentBackend
+from eventtracking.cli import main
+from eventtracking.collector import Collector
+from eventtracking.replay import Replay, command, message_id, to_live_event
+from eventtracking.replay import lines as lines_module
+from eventtracking.replay.command import DryRun
+from eventtracking.replay.lines import Source
+from eventtracking.segment.mapping import MappingOptions
+
+UTC = datetime.timezone.utc
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "examples" / "sample_tracking.log"
+COURSE = "course-v1:DemoX+Py101+2025"
+
+
+# -- events as the LMS emits and logs them -----------------------------------------------------
+
+
+def live_server_event(i: int, user_id: object = 7) -> dict:
+    """A server event as the LMS emits it (what the live SegmentBackend is given)."""
+    return {
+        "name": "edx.course.enrollment.activated",
+        "timestamp": datetime.datetime(2025, 3, 3, 9, 0, i % 60, 1000 + i, tzinfo=UTC),
+        "context": {
+            "user_id": user_id,
+            "username": "amara",
+            "session": "4a6f0c1e2b3d",
+            "ip": "203.0.113.7",
+            "agent": "Mozilla/5.0",
+            "host": "courses.example.org",
+            "referer": "https://courses.example.org/dashboard",
+            "accept_language": "en-GB",
+            "course_id": COURSE,
+            "org_id": "DemoX",
+            "path": f"/courses/{COURSE}/enroll/{i}",
+        },
+        "data": {"course_id": COURSE, "user_id": user_id, "mode": "audit", "i": i},
+    }
+
+
+def live_browser_event(i: int) -> dict:
+    """A browser event as ``track.views.user_track`` emits it: its payload already parsed."""
+    event = live_server_event(i)
+    event["name"] = "play_video"
+    event["context"].update(path="/event", event_source="browser", page=f"https://courses.example.org/v/{i}")
+    event["data"] = {"id": f"block-v1:DemoX+video+{i}", "code": "html5", "currentTime": i / 4}
+    return event
+
+
+def legacy_line(live: dict) -> dict:
+    """What Open edX's LegacyFieldMappingProcessor writes to the tracking log for ``live``."""
+    event = copy.deepcopy(live)
+    context = event["context"]
+    for field in ("username", "session", "ip", "agent", "host", "referer", "accept_language"):
+        event[field] = context.pop(field, "")
+    context.pop("client_id", None)
+    data = event.pop("data")
+    browser = context.get("event_source") == "browser" and isinstance(data, dict)
+    event["event"] = json.dumps(data) if browser else data
+    event["time"] = event.pop("timestamp").isoformat()
+    event["event_type"] = context.pop("event_type", event.get("name", ""))
+    event["event_source"] = context.pop("event_source", "server")
+    event["page"] = context.pop("page", None)
+    return event
+
+
+def native_line(live: dict) -> dict:
+    """What the LoggerBackend writes for ``live``: the same event, its datetime as ISO 8601."""
+    return dict(live, timestamp=live["timestamp"].isoformat())
+
+
+def write_lines(path: Path, lines: list, compress: bool = False) -> Path:
+    data = b"".join((line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines)
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def many_lines(count: int) -> list:
+    """Alternately native and legacy lines of server events with user ids."""
+    return [(legacy_line if i % 2 else native_line)(live_server_event(i)) for i in range(count)]
+
+
+def backend_for(collector: Collector, **options) -> SegmentBackend:
+    return SegmentBackend(write_key="k", host=collector.url, flush_interval=0.01, **options)
+
+
+# -- running the command -------------------------------------------------------------------------
+
+
+def replay(capsys, *argv: str) -> tuple[int, str]:
+    code = main(["replay", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def summary_of(output: str) -> dict:
+    """The summary's first number on each labelled line: {'lines read': 30, 'events sent': 24, ...}."""
+    numbers = {}
+    for label, number in re.findall(r"^  ([a-z ]+?)\s{2,}([\d,]+)", output, re.MULTILINE):
+        numbers[label] = int(number.replace(",", ""))
+    return numbers
+
+
+def distinct_ids(collector: Collector) -> set:
+    return set(collector.message_ids())
+
+
+def python_m(*argv: str, **options) -> subprocess.Popen:
+    env = {key: value for key, value in os.environ.items() if key != "SEGMENT_WRITE_KEY"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventtracking", *argv], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options,
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_write_key(monkeypatch):
+    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+
+
+# -- shapes --------------------------------------------------------------------------------------
+
+
+def test_replayed_events_have_the_live_backends_properties(collector, tmp_path):
+    server, browser = live_server_event(1), live_browser_event(2)
+    live = SegmentBackend(write_key="k", host=collector.url, flush_interval=0.05)
+    for event in (server, browser):
+        live.send(event)
+    assert live.close(10)
+    live_messages = {message["event"]: message for message in collector.messages()}
+
+    log = write_lines(tmp_path / "tracking.log", [legacy_line(server), legacy_line(browser)])
+    with Collector() as target:
+        assert main(["replay", str(log), "--host", target.url]) == 0
+        replayed = {message["event"]: message for message in target.messages()}
+
+    for name in ("edx.course.enrollment.activated", "play_video"):
+        expected, got = live_messages[name], replayed[name]
+        for key in ("type", "userId", "timestamp"):
+            assert got[key] == expected[key]
+        assert got["context"] == expected["context"]
+        properties = copy.deepcopy(expected["properties"])
+        if name != "play_video":
+            # The LMS logs a server event with event_source "server" and page null; they are kept.
+            properties["context"].update(event_source="server", page=None)
+        assert got["properties"] == properties
+    # A server event with page null gets its url from host + path, as the live one does.
+    assert replayed["edx.course.enrollment.activated"]["context"]["page"]["url"] == (
+        f"https://courses.example.org/courses/{COURSE}/enroll/1"
+    )
+
+
+def test_native_and_legacy_lines_after_prefixes_and_payload_strings(collector, tmp_path):
+    live = live_browser_event(3)
+    server = live_server_event(1)
+    not_json_payload = dict(legacy_line(live), event="input_q1=choice_0", name="problem_check")
+    lines = [
+        b"2025-01-01 00:00:00,000 INFO 1 [tracking] logger.py:41 - " + orjson.dumps(native_line(server)),
+        b"Mar  3 09:14:05 lms-1 tracking: " + orjson.dumps(legacy_line(live)),
+        orjson.dumps(not_json_payload) + b"\r",
+    ]
+    log = write_lines(tmp_path / "tracking.log", lines)
+    assert main(["replay", str(log), "--host", collector.url]) == 0
+    by_name = {message["event"]: message for message in collector.messages()}
+    assert set(by_name) == {"edx.course.enrollment.activated", "play_video", "problem_check"}
+    assert by_name["edx.course.enrollment.activated"]["properties"]["data"]["i"] == 1
+    assert by_name["play_video"]["properties"]["data"] == live["data"]  # the JSON string, parsed
+    assert by_name["play_video"]["properties"]["context"]["username"] == "amara"
+    assert by_name["problem_check"]["properties"]["data"] == "input_q1=choice_0"  # not JSON: kept
+
+
+def test_legacy_conversion_keeps_unknown_fields_and_falls_back_to_event_type():
+    event = to_live_event(
+        {"event_type": "/dashboard", "time": "2025-01-01T00:00:00+00:00", "event": "{\"GET\": {}",
+         "host": "h", "context": {"user_id": 1, "path": "/dashboard"}, "extra": [1]}
+    )
+    assert event == {
+        "name": "/dashboard",
+        "timestamp": "2025-01-01T00:00:00+00:00",
+        "context": {"user_id": 1, "path": "/dashboard", "host": "h"},
+        "data": "{\"GET\": {}",  # truncated JSON stays the string the log holds
+        "extra": [1],
+    }
+    native = {"name": "n", "timestamp": "t", "context": {}, "data": {"event": 1}}
+    assert to_live_event(dict(native)) == native
+
+
+def test_anonymous_events_are_skipped_unless_an_anonymous_id_field_is_given(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", [legacy_line(live_server_event(1, user_id=None)), many_lines(1)[0]])
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 0
+    assert "no_user_id 1" in output
+    assert collector.count() == 1
+
+    with Collector() as target:
+        assert main(["replay", str(log), "--host", target.url, "--anonymous-id-field=context.session"]) == 0
+        anonymous = [message for message in target.messages() if "anonymousId" in message]
+        assert [message["anonymousId"] for message in anonymous] == ["4a6f0c1e2b3d"]
+        assert "userId" not in anonymous[0]
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def test_broken_and_truncated_lines_are_counted_with_file_and_line(capsys, collector, tmp_path):
+    good = [orjson.dumps(line) for line in many_lines(3)]
+    log = write_lines(
+        tmp_path / "t.log", [good[0], b"", b"not an event", good[1], good[2][:40], b"   ", b"x {broken"]
+    )
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 1
+    assert f"{log}:3: no JSON object" in output
+    assert f"{log}:5: not JSON" in output
+    assert f"{log}:7: not JSON" in output
+    numbers = summary_of(output)
+    assert numbers["lines read"] == 7
+    assert numbers["unreadable lines"] == 3
+    assert numbers["events sent"] == 2 == collector.count()
+
+
+def test_a_truncated_gzip_file_counts_as_unreadable_after_what_it_held(capsys, collector, tmp_path):
+    data = gzip.compress(b"".join(orjson.dumps(line) + b"\n" for line in many_lines(200)))
+    log = tmp_path / "cut.log.gz"
+    log.write_bytes(data[: len(data) * 3 // 4])
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 1
+    assert "cannot read further" in output
+    assert 0 < collector.count() < 200
+    assert summary_of(output)["events sent"] == collector.count()
+
+
+def test_gzip_and_directories_in_name_order_hidden_files_skipped(capsys, collector, tmp_path):
+    lines = many_lines(30)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_lines(logs / "b.log.gz", lines[10:20], compress=True)
+    write_lines(logs / "a.log", lines[:10])
+    write_lines(logs / ".hidden.log", lines[20:])
+    write_lines(logs / "c.log.1", lines[20:], compress=True)  # gzip whatever its name
+    code, output = replay(capsys, str(logs), "--host", collector.url)
+    assert code == 0, output
+    assert "30 in 3 inputs" in output
+    timestamps = [message["properties"]["timestamp"] for message in collector.messages()]
+    assert timestamps == [line["timestamp"] if "data" in line else line["time"] for line in lines]
+
+
+def test_stdin_plain_and_gzip(collector, tmp_path):
+    payload = b"".join(orjson.dumps(line) + b"\n" for line in many_lines(50))
+    for data in (payload, gzip.compress(payload)):
+        process = python_m("replay", "-", "--host", collector.url, stdin=subprocess.PIPE)
+        out, err = process.communicate(data, timeout=60)
+        assert process.returncode == 0, err.decode()
+        assert summary_of(out.decode())["events sent"] == 50
+    assert collector.count() == 100
+    assert len(distinct_ids(collector)) == 50  # the same stream twice: the same ids
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=30), st.integers(1, 17))
+def test_read_lines_splits_like_splitlines_whatever_the_chunking(lines, chunk_bytes):
+    import io
+
+    data = b"\n".join(lines)
+    original = lines_module.CHUNK_BYTES
+    lines_module.CHUNK_BYTES = chunk_bytes
+    try:
+        got = [line for chunk in lines_module.read_lines(io.BytesIO(data)) for line in chunk]
+    finally:
+        lines_module.CHUNK_BYTES = original
+    expected = data.split(b"\n")
+    if expected[-1] == b"":
+        expected.pop()  # a final newline ends the last line; it does not start another
+    assert got == expected
+
+
+def test_overlong_lines_are_unreadable_not_held_in_memory(monkeypatch):
+    import io
+
+    monkeypatch.setattr(lines_module, "CHUNK_BYTES", 8)
+    monkeypatch.setattr(lines_module, "MAX_LINE_BYTES", 20)
+    data = b"short\n" + b"x" * 50 + b"\nafter\n" + b"y" * 30
+    got = [line for chunk in lines_module.read_lines(io.BytesIO(data)) for line in chunk]
+    assert got == [b"short", lines_module.OVERLONG_LINE, b"after", lines_module.OVERLONG_LINE]
+
+
+# -- ids, reruns, checkpoints ----------------------------------------------------------------------
+
+
+def test_a_rerun_adds_no_new_message_ids_and_renaming_keeps_them(collector, tmp_path):
+    lines = many_lines(40)
+    log = write_lines(tmp_path / "tracking.log", lines)
+    assert main(["replay", str(log), "--host", collector.url]) == 0
+    first = distinct_ids(collector)
+    assert len(first) == 40
+    assert main(["replay", str(log), "--host", collector.url]) == 0
+    assert collector.count() == 80
+    assert distinct_ids(collector) == first
+    rotated = write_lines(tmp_path / "tracking.log.1.gz", lines, compress=True)  # as logrotate leaves it
+    assert main(["replay", str(rotated), "--host", collector.url]) == 0
+    assert distinct_ids(collector) == first
+
+
+def test_message_ids_are_the_documented_hash():
+    text = b'{"name": "x"}'
+    assert message_id(text, 3) == message_id(text, 3) != message_id(text, 4)
+    assert len(message_id(text, 3)) == 32
+
+
+def test_checkpoint_resume_after_a_killed_run(capsys, collector, tmp_path):
+    total = 6000  # about five 1 MiB chunks: several checkpoints before the kill
+    log = write_lines(tmp_path / "tracking.log", many_lines(total))
+    with Collector() as reference:
+        assert main(["replay", str(log), "--host", reference.url]) == 0
+        everything = distinct_ids(reference)
+    assert len(everything) == total
+
+    checkpoint = tmp_path / "replay.checkpoint"
+    collector.faults.add(delay=0.3, times=None)  # slow enough to be killed mid-run
+    process = python_m(
+        "replay", str(log), "--host", collector.url, "--checkpoint", str(checkpoint), "--checkpoint-every=1"
+    )
+    try:
+        while not checkpoint.exists():
+            assert process.poll() is None, process.communicate()[1].decode()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.communicate(timeout=60)
+    collector.faults.clear()
+    acknowledged = orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"]
+    assert 0 < acknowledged < total
+    first_run_ids = distinct_ids(collector)
+    assert first_run_ids < everything
+
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 0, output
+    numbers = summary_of(output)
+    assert numbers["already acknowledged"] == acknowledged
+    assert numbers["events sent"] == total - acknowledged  # what was acknowledged is not sent again
+    assert distinct_ids(collector) == everything
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == total
+
+
+def test_a_checkpoint_for_another_file_at_the_same_path_is_ignored(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "tracking.log", many_lines(10))
+    checkpoint = tmp_path / "cp.json"
+    assert main(["replay", str(log), "--host", collector.url, "--checkpoint", str(checkpoint)]) == 0
+    capsys.readouterr()
+    write_lines(log, many_lines(12)[::-1])  # rotated: new content at the same path
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 0
+    assert summary_of(output)["already acknowledged"] == 0
+    assert summary_of(output)["events sent"] == 12
+
+
+# -- options -------------------------------------------------------------------------------------
+
+
+def test_dry_run_sends_nothing_and_counts_what_would_go(capsys, collector):
+    code, output = replay(capsys, str(SAMPLE), "--host", collector.url, "--dry-run")
+    assert code == 1  # the sample has two unreadable lines
+    assert collector.count() == 0
+    numbers = summary_of(output)
+    assert numbers["events would be sent"] == 24
+    assert numbers["skipped"] == 3
+    assert numbers["unreadable lines"] == 2
+
+
+def test_the_summary_matches_what_the_collector_received(capsys, collector):
+    code, output = replay(capsys, str(SAMPLE), "--host", collector.url)
+    assert code == 1
+    numbers = summary_of(output)
+    assert numbers["lines read"] == 30
+    assert numbers["events sent"] == collector.count() == len(distinct_ids(collector)) == 24
+    assert numbers["skipped"] == 3
+    assert "no_user_id 3" in output
+    assert numbers["failed deliveries"] == 0
+    assert "sample_tracking.log:14" in output and "sample_tracking.log:24" in output
+
+
+def test_name_and_time_filters(capsys, collector, tmp_path):
+    lines = many_lines(20)
+    lines.append(legacy_line(live_browser_event(99)))
+    log = write_lines(tmp_path / "t.log", lines)
+    code, output = replay(
+        capsys, str(log), "--host", collector.url, "--name", "^play_", "--name", "enrollment",
+        "--since", "2025-03-03T09:00:05Z", "--until", "2025-03-03T09:00:10+00:00",
+    )
+    assert code == 0
+    assert sorted(message["properties"]["data"]["i"] for message in collector.messages()) == [5, 6, 7, 8, 9]
+    assert summary_of(output)["skipped"] == 16
+    assert "filtered 16" in output
+
+    with Collector() as target:
+        assert main(["replay", str(log), "--host", target.url, "--name", "^play_"]) == 0
+        assert [m["event"] for m in target.messages()] == ["play_video"]
+
+
+def test_rate_spaces_events_on_the_clock(collector, tmp_path, monkeypatch):
+    log = write_lines(tmp_path / "t.log", many_lines(5))
+    assert main(["replay", str(log), "--host", collector.url, "--rate", "1000"]) == 0
+    assert collector.count() == 5
+
+    clock = {"now": 100.0, "slept": []}
+
+    def sleep(seconds: float) -> None:
+        clock["slept"].append(seconds)
+        clock["now"] += seconds
+
+    monkeypatch.setattr(command, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
+    summary = Replay(DryRun(MappingOptions()), rate=2.0).run([Source(str(log), str(log))])
+    assert summary.sent == 5
+    assert sum(clock["slept"]) == pytest.approx(4 / 2.0)  # 5 events at 2/s: the last one at 2 s
+
+
+def test_spool_is_passed_to_the_backend_or_refused_clearly(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(5))
+    code, output = replay(capsys, str(log), "--host", collector.url, "--spool", str(tmp_path / "spool"))
+    if importlib.util.find_spec("eventtracking.segment.spool") is None:
+        assert code == 2
+        assert "--spool" in output and "cannot set up the Segment backend" in output
+    else:
+        assert code == 0, output
+        assert collector.count() == 5
+
+
+# -- exit codes and --local ------------------------------------------------------------------------
+
+
+def test_failed_deliveries_exit_1(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(5))
+    collector.faults.add(status=400, times=None)
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 1
+    assert summary_of(output)["failed deliveries"] == 5
+    assert "refused 5" in output
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["replay", "{log}"], "no destination"),
+        (["replay", "{missing}", "--host", "http://127.0.0.1:9"], "no such file"),
+        (["replay", "{log}", "--local", "{log}"], "not a SQLite database"),
+        (["replay", "{log}", "--local", "--host", "http://127.0.0.1:9"], "takes no --write-key or --host"),
+        (["replay", "{log}", "--dry-run", "--checkpoint", "{log}"], "not a replay checkpoint"),
+    ],
+)
+def test_usage_errors_exit_2(capsys, tmp_path, argv, message):
+    log = write_lines(tmp_path / "t.log", many_lines(2))
+    names = {"log": str(log), "missing": str(tmp_path / "missing.log")}
+    code, output = replay(capsys, *[arg.format(**names) for arg in argv[1:]])
+    assert code == 2
+    assert message in output
+    assert log.read_bytes().startswith(b"{")  # never clobbered
+
+
+@pytest.mark.parametrize("bad", [["--name", "("], ["--since", "yesterday"], ["--rate", "0"]])
+def test_bad_option_values_exit_2(capsys, tmp_path, bad):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", str(SAMPLE), "--dry-run", *bad])
+    assert exit_info.value.code == 2
+
+
+def test_local_runs_an_embedded_collector_and_says_how_to_list(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, output = replay(capsys, str(SAMPLE), "--local")
+    assert code == 1  # the sample's two unreadable lines
+    database = tmp_path / "eventtracking-local.sqlite3"
+    assert f"eventtracking received --db {database}" in output
+    with sqlite3.connect(database) as connection:
+        assert connection.execute("SELECT count(*) FROM messages").fetchone() == (24,)
+    assert main(["received", "--db", str(database), "--event", "play_video", "--json"]) == 0
+    [listed] = capsys.readouterr().out.splitlines()
+    assert orjson.loads(listed)["properties"]["data"]["code"] == "html5"
+
+
+def test_the_progress_bar_runs_without_a_terminal_check(capsys, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(3))
+    replayer = Replay(DryRun(MappingOptions()))
+    summary = replayer.run([Source(str(log), str(log))], progress=True)
+    assert summary.sent == 3 and summary.exit_status() == 0
+    assert "lines" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
+def test_a_destination_that_takes_nothing_ends_the_run_early(collector, tmp_path, spooled):
+    if spooled and importlib.util.find_spec("eventtracking.segment.spool") is None:
+        pytest.skip("SegmentBackend has no spool here")
+    log = write_lines(tmp_path / "t.log", many_lines(3000))  # several chunks: the watch runs between them
+    collector.faults.add(status=503, times=None)
+    options = {"spool_dir": str(tmp_path / "spool")} if spooled else {}
+    backend = backend_for(collector, retry_timeout=0.3, **options)
+    checkpoint = command.Checkpoint(str(tmp_path / "cp.json"))
+    summary = Replay(backend, checkpoint=checkpoint, checkpoint_every=1).run([Source(str(log), str(log))])
+    assert summary.stopped and "the destination is not taking events" in summary.stopped
+    assert summary.sent == 0
+    assert summary.exit_status() == 1
+    assert not (tmp_path / "cp.json").exists()  # nothing was acknowledged
