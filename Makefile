@@ -21,6 +21,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_spool.py
+	$(BIN)/python benchmarks/bench_replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks

@@ -6,15 +6,17 @@ Subcommands:
   line on stdout is exactly ``listening on http://HOST:PORT`` (flushed), so a parent
   process can read the port it got.
 * ``received``: list what a collector stored in its database, as a table or JSON lines.
-* ``replay``: present when the module :mod:`eventtracking.replay` exists; it provides
-  ``add_parser(subparsers)`` and ``run(args) -> int``.
+* ``replay``: send tracking logs to Segment (:mod:`eventtracking.replay`).
+* ``deadletters``: list and resend what a spool's server finally refused
+  (:mod:`eventtracking.spool_cli`).
+
+The last two live in their own modules, each a plug-in with ``add_parser(subparsers)`` and
+``run(args) -> int``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import logging
 import os
 import signal
@@ -24,6 +26,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import orjson
 
+from eventtracking import replay, spool_cli
 from eventtracking.collector import Collector, MessageStore
 
 # Lets a write key stay out of the process list (``ps``) when the collector should demand one.
@@ -68,34 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     received.add_argument("--json", action="store_true", help="print each message as one line of JSON")
     received.set_defaults(run=run_received)
 
-    _add_optional_subcommand(subparsers, "eventtracking.replay")
-    _add_optional_subcommand(subparsers, "eventtracking.spool_cli")
+    for plugin in (replay, spool_cli):
+        _add_plugin(subparsers, plugin)
     return parser
 
 
-def _add_optional_subcommand(subparsers: Any, module_name: str) -> None:
-    """Let ``module_name`` contribute subcommands if it exists and is a CLI plug-in.
-
-    A plug-in has ``add_parser(subparsers)`` and ``run(args) -> int``.  A module without
-    them (say, one still being written) is skipped, and one that fails to import is
-    reported on stderr and skipped: neither may take ``collect`` and ``received`` down.
-    """
-    try:
-        if importlib.util.find_spec(module_name) is None:
-            return
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        print(f"eventtracking: {module_name} unavailable: {exc!r}", file=sys.stderr)
-        return
-    add_parser, run = getattr(module, "add_parser", None), getattr(module, "run", None)
-    if not callable(add_parser) or not callable(run):
-        return
+def _add_plugin(subparsers: Any, plugin: Any) -> None:
+    """Let ``plugin`` add its subcommands; those that set no ``run`` default get ``plugin.run``."""
     before = set(subparsers.choices)
-    add_parser(subparsers)
+    plugin.add_parser(subparsers)
     for name in set(subparsers.choices) - before:
         subcommand = subparsers.choices[name]
         if subcommand.get_default("run") is None:
-            subcommand.set_defaults(run=run)
+            subcommand.set_defaults(run=plugin.run)
 
 
 def _positive_int(text: str) -> int:
