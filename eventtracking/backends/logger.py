@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import ImproperlyConfigured
 
 MAX_EVENT_SIZE = 50000
@@ -63,7 +64,7 @@ class LoggerBackend:
                     self.skipped_oversized += 1
                 LOG.debug(
                     "Skipping event %r: encoded size %d bytes exceeds max_event_size %d",
-                    _event_name(event),
+                    event_name(event),
                     len(encoded),
                     self.max_event_size,
                 )
@@ -73,7 +74,7 @@ class LoggerBackend:
             with self._lock:
                 self.errors += 1
             try:
-                LOG.exception("Unable to log event %r", _event_name(event))
+                LOG.exception("Unable to log event %r", event_name(event))
             except Exception:
                 pass  # logging itself is broken; there is nowhere left to report it
 
@@ -133,10 +134,3 @@ def _level_number(level: str | int) -> int:
     if not isinstance(number, int):
         raise ImproperlyConfigured(f"LoggerBackend got an unknown logging level {level!r}")
     return number
-
-
-def _event_name(event: Any) -> Any:
-    try:
-        return event.get("name")
-    except Exception:
-        return None

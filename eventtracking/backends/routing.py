@@ -7,6 +7,7 @@ import logging
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
 
+from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import EventEmissionExit
 
 LOG = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class RoutingBackend:
                 raise
             except Exception as error:
                 LOG.exception(
-                    "Failed to execute processor %r; dropping event %r", processor, _event_name(event)
+                    "Failed to execute processor %r; dropping event %r", processor, event_name(event)
                 )
                 raise EventEmissionExit() from error
             if modified is not None:
@@ -149,7 +150,7 @@ def isolated_copy(event: Any) -> Any:
     try:
         return copy.deepcopy(event)
     except Exception:
-        LOG.debug("Event %r cannot be deep-copied; copying its containers only", _event_name(event))
+        LOG.debug("Event %r cannot be deep-copied; copying its containers only", event_name(event))
         return _copy_containers(event)
 
 
@@ -163,11 +164,3 @@ def _copy_containers(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return type(value)(value)
     return value
-
-
-def _event_name(event: Any) -> Any:
-    """The event's name for log messages, without ever raising."""
-    try:
-        return event.get("name")
-    except Exception:
-        return None

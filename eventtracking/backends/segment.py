@@ -28,6 +28,7 @@ import time
 import weakref
 from typing import Any, Optional
 
+from eventtracking.backends import event_name
 from eventtracking.segment.buffer import MemoryBuffer
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
@@ -173,6 +174,10 @@ class SegmentBackend:
             data = encode(message)
             if len(data) > MAX_MESSAGE_BYTES:
                 data = self._fit(message, len(data))
+            # orjson (3.12+) leaves its output in a buffer rounded up to a power of two: 8 KB
+            # for a 1.4 KB message. Held in the buffer that would be 6x the bound, so keep a
+            # right-sized copy (joining with b"" copies; about 0.07 µs).
+            data = b"".join((data, b""))
             if self._sender._thread is None and not self._sender.ensure_started():
                 raise SkipEvent("closed")
             if not self._buffer.put(data):
@@ -182,7 +187,7 @@ class SegmentBackend:
         except Unserializable as error:
             self._skip("unserializable", event, str(error))
         except Exception:  # the application must never pay for a bug here
-            log.exception("SegmentBackend.send failed on event %r", _name_of(event))
+            log.exception("SegmentBackend.send failed on event %r", event_name(event))
             self._counters.add_reason("skipped", "internal_error")
 
     def _fit(self, message: dict, size: int) -> bytes:
@@ -214,7 +219,7 @@ class SegmentBackend:
 
     def _skip(self, reason: str, event: Any, detail: str = "") -> None:
         self._counters.add_reason("skipped", reason)
-        log.debug("skipped event %r: %s%s", _name_of(event), reason, f" ({detail})" if detail else "")
+        log.debug("skipped event %r: %s%s", event_name(event), reason, f" ({detail})" if detail else "")
 
     def _send_to_client(self, message: dict) -> None:
         if self._client is None:
@@ -289,10 +294,6 @@ class SegmentBackend:
         self._ids.reset()
         if self._sender is not None:
             self._sender.after_fork_in_child()
-
-
-def _name_of(event: Any) -> Any:
-    return event.get("name") if isinstance(event, dict) else type(event).__name__
 
 
 # Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
