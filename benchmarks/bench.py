@@ -75,9 +75,10 @@ def openedx_event(i: int) -> dict:
 
 
 @contextmanager
-def collector_process() -> Iterator[str]:
-    """Start ``eventtracking collect`` in another process; yield its URL."""
-    with tempfile.TemporaryDirectory() as tmp:
+def collector_process(directory: str | None = None) -> Iterator[str]:
+    """Start ``eventtracking collect`` in another process, its database in a fresh temporary
+    folder (inside ``directory`` if given); yield its URL."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
         process = subprocess.Popen(
             [
                 sys.executable,

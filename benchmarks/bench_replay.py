@@ -26,14 +26,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import List, Tuple
 
 import orjson
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import collector_process  # noqa: E402
 
 WRITE_KEY = "bench-write-key"
 TARGET_RATIO = 5.0
@@ -105,28 +107,6 @@ def write_log(path: str, lines: int) -> float:
 
 
 # -- the runs --------------------------------------------------------------------------------
-
-
-@contextmanager
-def collector_process(directory: str) -> Iterator[str]:
-    """A fresh ``eventtracking collect`` in another process; yields its URL."""
-    db = os.path.join(directory, f"collector-{time.monotonic_ns()}.sqlite3")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "eventtracking", "collect", "--port", "0", "--db", db],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        first = process.stdout.readline().strip()
-        if not first.startswith("listening on "):
-            raise RuntimeError(f"collector did not start: {first!r}")
-        yield first.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            if os.path.exists(db + suffix):
-                os.remove(db + suffix)
 
 
 def stored(url: str) -> int:
