@@ -259,3 +259,8 @@ def test_random_events_are_all_delivered_once_and_never_refused(shared_collector
     arrived = set(shared_collector.message_ids())
     assert set(ids) <= arrived
     assert shared_collector.requests.get("refused", 0) == 0
+
+
+def test_a_single_string_for_exclude_fields_is_a_configuration_error():
+    with pytest.raises(TypeError, match="single string"):
+        SegmentBackend(write_key=KEY, host="http://127.0.0.1:9", exclude_fields="context.username")

@@ -106,7 +106,9 @@ class SegmentBackend:
         spool_max_bytes: int = 1024**3,
         fsync: bool = False,
     ) -> None:
-        self._mapping = MappingOptions(tuple(exclude_fields), anonymize_ip, anonymous_id_field)
+        # A lone string is passed on as it is, for MappingOptions to refuse (not split into letters).
+        excluded = exclude_fields if isinstance(exclude_fields, str) else tuple(exclude_fields)
+        self._mapping = MappingOptions(excluded, anonymize_ip, anonymous_id_field)
         self.trim_oversized = trim_oversized
         self.exit_timeout = exit_timeout
         self._counters = Counters()
