@@ -31,6 +31,7 @@ the backend counts and logs; nothing else is raised for a mapping-shaped input.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -196,9 +197,14 @@ def _timestamp(value: Any) -> Optional[datetime.datetime]:
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+        # Before Python 3.11 fromisoformat takes only 3 or 6 fractional digits.
+        text = _FRACTION.sub(lambda match: match[0][:7].ljust(7, "0"), text, count=1)
         try:
             parsed = datetime.datetime.fromisoformat(text)
         except ValueError:
             return None
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     return None
+
+
+_FRACTION = re.compile(r"(?<=:\d\d)\.\d+")
