@@ -257,3 +257,33 @@ def test_register_processor_appends_in_order():
     router = RoutingBackend(processors=[a])
     router.register_processor(b)
     assert router.processors == [a, b]
+
+
+def test_isolated_copy_rebuilds_containers_and_shares_only_immutable_values():
+    import datetime as dt
+    import uuid
+
+    from eventtracking.backends.routing import isolated_copy
+
+    tags = {"a"}
+    event = {
+        "name": "x",
+        "timestamp": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        "data": {"list": [1, {"deep": [2]}], "tags": tags, "pair": ([3],), "id": uuid.uuid4()},
+    }
+    copied = isolated_copy(event)
+    assert copied == event
+    assert copied["data"] is not event["data"]
+    assert copied["data"]["list"][1]["deep"] is not event["data"]["list"][1]["deep"]
+    assert copied["data"]["pair"][0] is not event["data"]["pair"][0]
+    assert copied["data"]["tags"] is not tags  # other mutable values are deep-copied
+    assert copied["timestamp"] is event["timestamp"]  # immutable values are shared
+
+
+def test_isolated_copy_keeps_cycles_like_deepcopy():
+    from eventtracking.backends.routing import isolated_copy
+
+    event = {"name": "x", "data": {}}
+    event["data"]["self"] = event["data"]
+    copied = isolated_copy(event)
+    assert copied["data"]["self"] is copied["data"] and copied["data"] is not event["data"]
