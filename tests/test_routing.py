@@ -104,18 +104,19 @@ def test_emission_exit_drops_event_and_stops_chain(caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_failing_processor_is_logged_and_event_dropped(caplog):
+def test_failing_processor_is_logged_and_skipped_as_in_the_original(caplog):
     later_calls = []
 
     def broken(event):
+        event["data"]["half"] = "done"
         raise KeyError("missing field")
 
     backend = RecordingBackend()
     router = RoutingBackend(backends={"rec": backend}, processors=[broken, later_calls.append])
     with caplog.at_level(logging.ERROR, logger="eventtracking.backends.routing"):
         router.send(make_event())  # must not raise
-    assert backend.events == []
-    assert later_calls == []
+    assert len(backend.events) == 1 and backend.events[0]["data"]["half"] == "done"
+    assert len(later_calls) == 1
     records = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(records) == 1
     assert "Failed to execute processor" in records[0].getMessage()
@@ -123,13 +124,12 @@ def test_failing_processor_is_logged_and_event_dropped(caplog):
     assert isinstance(records[0].exc_info[1], KeyError)
 
 
-def test_process_event_raises_emission_exit_on_failure():
+def test_process_event_goes_on_after_a_failure():
     def broken(event):
         raise ValueError("nope")
 
-    router = RoutingBackend(processors=[broken])
-    with pytest.raises(EventEmissionExit):
-        router.process_event(make_event())
+    router = RoutingBackend(processors=[broken, lambda event: {**event, "after": True}])
+    assert router.process_event(make_event())["after"] is True
 
 
 def test_backend_exception_logged_and_other_backends_still_called(caplog):

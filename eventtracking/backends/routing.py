@@ -26,10 +26,11 @@ class RoutingBackend:
        with processors ``[a, b, c]`` the result is ``c(b(a(event)))``. A processor may
        mutate the event in place and return ``None`` (the event is kept), or return a
        new event. Raising ``EventEmissionExit`` drops the event silently: no later
-       processor and no backend sees it. Any other exception is logged and the event
-       is also dropped. (The original package logged and emitted the event anyway; we
-       drop it because a failing processor may be the one that scrubs or filters data,
-       and emitting what it should have removed is worse than losing the event.)
+       processor and no backend sees it. Any other exception is logged and that
+       processor is skipped: the event goes on as it left it, as in the original package
+       (a site's authoritative tracking log must not lose events to a processor's bug;
+       put privacy scrubbing in the backend, e.g. SegmentBackend's ``exclude_fields``,
+       where a failure cannot let data through).
 
     2) Backends are called one after the other in ascending order of their names. Each
        backend receives its own deep copy of the processed event, so one backend
@@ -106,20 +107,18 @@ class RoutingBackend:
         """
         Run every processor on `event` in order and return the result.
 
-        `event` may be mutated in place. Raises ``EventEmissionExit`` if the event is to
-        be dropped, either because a processor asked for it or because a processor
-        failed (the failure is logged here).
+        `event` may be mutated in place. Raises ``EventEmissionExit`` if a processor asked
+        for the event to be dropped. A processor that fails otherwise is logged here and
+        skipped: the chain goes on with the event as that processor left it.
         """
         for processor in self.processors:
             try:
                 modified = processor(event)
             except EventEmissionExit:
                 raise
-            except Exception as error:
-                LOG.exception(
-                    "Failed to execute processor %r; dropping event %r", processor, event_name(event)
-                )
-                raise EventEmissionExit() from error
+            except Exception:
+                LOG.exception("Failed to execute processor %r on event %r", processor, event_name(event))
+                continue
             if modified is not None:
                 event = modified
         return event
