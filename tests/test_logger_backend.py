@@ -103,8 +103,8 @@ def test_size_limit_is_inclusive_and_none_means_unlimited(capture):
     assert exact.skipped_oversized == 0 and unlimited.skipped_oversized == 0
 
 
-def test_default_max_event_size_is_50000():
-    assert LoggerBackend().max_event_size == 50000
+def test_default_max_event_size_is_the_original_s():
+    assert LoggerBackend().max_event_size == 1024
 
 
 def test_level_option(capture):
@@ -118,11 +118,11 @@ def test_unknown_level_is_configuration_error():
         LoggerBackend(level="loud")
 
 
-def test_default_logger_is_module_logger(caplog):
-    caplog.set_level(logging.INFO, logger="eventtracking.backends.logger")
-    LoggerBackend().send({"name": "module"})
-    records = logged(caplog, "eventtracking.backends.logger")
-    assert [json.loads(r.getMessage())["name"] for r in records] == ["module"]
+def test_default_logger_is_the_root_logger(caplog):
+    caplog.set_level(logging.INFO)
+    LoggerBackend().send({"name": "rooted"})
+    records = logged(caplog, "root")
+    assert [json.loads(r.getMessage())["name"] for r in records] == ["rooted"]
 
 
 def test_send_never_raises(capture):

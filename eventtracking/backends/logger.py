@@ -13,7 +13,7 @@ import orjson
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import ImproperlyConfigured
 
-MAX_EVENT_SIZE = 50000
+MAX_EVENT_SIZE = 1024  # the original's default; Open edX's settings raise it to 50000
 LOG = logging.getLogger(__name__)
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
@@ -23,7 +23,7 @@ class LoggerBackend:
     """
     Log every event as a single JSON line through ``logging.getLogger(name)``.
 
-    `name` is the logger name (default: this module's logger), to be configured with
+    `name` is the logger name (default: the root logger, as in the original), to be configured with
     the usual ``logging`` mechanisms. `level` is a level name such as ``"info"`` or
     ``"warning"`` (or a numeric level). `max_event_size` is the largest encoded event,
     in UTF-8 bytes, that will be logged; ``None`` means no limit.
@@ -46,7 +46,7 @@ class LoggerBackend:
         **_kwargs: Any,
     ) -> None:
         # Unknown options are ignored, as the original's **kwargs constructor did.
-        self.event_logger = logging.getLogger(name) if name else LOG
+        self.event_logger = logging.getLogger(name)
         self.max_event_size = max_event_size
         self.level = _level_number(level)
         self.skipped_oversized = 0

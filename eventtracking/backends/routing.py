@@ -66,20 +66,14 @@ class RoutingBackend:
         """
         Register `backend` under `name`; it will be called for every processed event.
 
-        Backends stay ordered by name, including those registered after construction
-        (if names are not mutually comparable, registration order is kept instead).
+        Backends are called in the order they were registered, as in the original
+        package: the constructor registers its backends sorted by name, later ones follow.
         """
         if not callable(getattr(backend, "send", None)):
             raise ValueError(
                 f'Backend {name!r} ({type(backend).__name__}) does not have a callable "send" method.'
             )
         self.backends[name] = backend
-        try:
-            ordered = sorted(self.backends)
-        except TypeError:
-            return
-        for key in ordered:
-            self.backends.move_to_end(key)
 
     def register_processor(self, processor: Processor) -> None:
         """Append `processor` to the chain; processors run in registration order."""
