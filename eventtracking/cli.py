@@ -20,6 +20,7 @@ import argparse
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from typing import Any, Callable, List, Optional, Sequence
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("--db", default=None, help="SQLite file to store messages in (default: in memory)")
     collect.add_argument(
         "--write-key",
-        default=os.environ.get(WRITE_KEY_ENV),
+        default=os.environ.get(WRITE_KEY_ENV) or None,
         help=f"only accept requests with this write key (default: ${WRITE_KEY_ENV}, else any key)",
     )
     collect.add_argument(
@@ -106,8 +107,13 @@ def run_collect(args: argparse.Namespace) -> int:
     try:
         try:
             collector = Collector(db_path=args.db, host=args.host, port=args.port, write_key=args.write_key)
+        except sqlite3.Error as exc:
+            print(f"eventtracking collect: cannot open the database {args.db}: {exc}", file=sys.stderr)
+            return 1
+        try:
             collector.start()
         except OSError as exc:
+            collector.close()
             print(f"eventtracking collect: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
         try:

@@ -71,9 +71,9 @@ def import_engine(engine: Any) -> Any:
         raise ImproperlyConfigured(f"Cannot load ENGINE {engine!r}: expected 'package.module.ClassName'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
-        # Includes errors from the module's own imports (e.g. an optional dependency),
-        # hence the underlying message.
+    except (ImportError, TypeError, ValueError) as error:
+        # Includes errors from the module's own imports (e.g. an optional dependency), and
+        # TypeError/ValueError for malformed relative names such as "..Foo".
         raise ImproperlyConfigured(f"Cannot load ENGINE {engine!r}: {error}") from error
     try:
         target = getattr(module, attribute)

@@ -12,3 +12,4 @@ def collector():
     """A collector on an ephemeral loopback port with an in-memory store."""
     with Collector() as running:
         yield running
+    running.close()  # stop() keeps the store readable; close() releases it

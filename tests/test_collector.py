@@ -92,12 +92,6 @@ def message_of_size(size: int) -> Dict[str, Any]:
 
 
 @pytest.fixture
-def collector():
-    with Collector() as running:
-        yield running
-
-
-@pytest.fixture
 def keyed_collector():
     with Collector(write_key=WRITE_KEY) as running:
         yield running

@@ -94,11 +94,11 @@ def test_context_entered_in_one_thread_is_invisible_in_others():
     def thread_a():
         trk.enter_context("req", {"user": "A"})
         a_entered.set()
-        b_checked.wait()
+        assert b_checked.wait(10)
         results["a"] = trk.resolve_context()
 
     def thread_b():
-        a_entered.wait()
+        assert a_entered.wait(10)
         results["b_before"] = trk.resolve_context()
         trk.enter_context("req", {"user": "B"})
         results["b_after"] = trk.resolve_context()
@@ -132,9 +132,9 @@ def test_events_from_threads_carry_their_own_context():
 
     def worker(user):
         with trk.context("req", {"user": user}):
-            barrier.wait()  # both threads are inside their context now
+            barrier.wait(10)  # both threads are inside their context now
             trk.emit("evt", {"from": user})
-            barrier.wait()
+            barrier.wait(10)
 
     threads = [threading.Thread(target=worker, args=(u,)) for u in ("u1", "u2")]
     for thread in threads:

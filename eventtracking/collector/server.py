@@ -416,8 +416,8 @@ def _received_query(query: str) -> Tuple[int, int, Optional[str]]:
         limit = int(single("limit") or DEFAULT_RECEIVED_LIMIT)
     except ValueError:
         raise ValueError("after and limit must be integers") from None
-    if after < 0 or limit < 1:
-        raise ValueError("after must be >= 0 and limit >= 1")
+    if not 0 <= after < 2**63 or not 1 <= limit < 2**63:  # SQLite integers are 64-bit
+        raise ValueError("after must be >= 0 and limit >= 1 (64-bit integers)")
     return after, limit, single("event")
 
 
