@@ -129,9 +129,18 @@ def run_measured(command: List[str]) -> Tuple[float, float, str]:
         elapsed = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
-        if process.returncode not in (0, 1):  # 1: replay found unreadable lines (there are none)
-            raise RuntimeError(f"{command[1:4]} exited {process.returncode}: {err.read().decode()[-2000:]}")
+        if process.returncode != 0:  # the log has no unreadable line: anything else is a failed run
+            raise RuntimeError(
+                f"{command[1:4]} exited {process.returncode}:\n{out.read().decode()[-2000:]}"
+                f"{err.read().decode()[-2000:]}"
+            )
         return elapsed, peak_kb / 1024, out.read().decode()
+
+
+def check_stored(what: str, got: int, lines: int) -> None:
+    """A timing means nothing unless every line arrived: fail loudly otherwise."""
+    if got != lines:
+        raise RuntimeError(f"{what}: the collector stored {got:,} messages for {lines:,} lines")
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -254,8 +263,10 @@ def main(argv: List[str] | None = None) -> int:
         with collector_process(directory) as url:
             ours_seconds, ours_rss, _ = run_ours(big, url)
             ours_stored = stored(url)
+        check_stored("ours", ours_stored, args.lines)
         with collector_process(directory) as url:
             _, small_rss, _ = run_ours(small, url)
+            check_stored("ours (small log)", stored(url), small_lines)
         with collector_process(directory) as url:
             ceiling = collector_ceiling(small, url)
         with collector_process(directory) as url:

@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -35,7 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import WRITE_KEY, collector_process, openedx_event, received  # noqa: E402
 
 from eventtracking.backends.segment import SegmentBackend  # noqa: E402
-from eventtracking.segment.spool import RECORD_HEADER, Spool  # noqa: E402
+from eventtracking.segment.spool import Spool, encode_record  # noqa: E402
+
+Put = Callable[[bytes], object]
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def run_mode(label: str, url: str, events: list[dict], **options) -> dict:
@@ -77,38 +79,56 @@ def per_put_us(put: Callable[[bytes], object], payload: bytes, count: int) -> fl
     return (time.perf_counter() - start) / count * 1e6
 
 
-def segment_file_put(directory: str, sync: bool) -> Callable[[bytes], object]:
+def segment_file_put(directory: str, sync: bool) -> tuple[Put, Callable[[], None]]:
+    """A put that appends one record to a file (and syncs it), and what closes the file."""
     fd = os.open(os.path.join(directory, f"segment-{sync}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def put(payload: bytes) -> None:
-        os.write(fd, RECORD_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        os.write(fd, encode_record(payload))
         if sync:
-            os.fdatasync(fd)
+            _datasync(fd)
 
-    return put
+    return put, lambda: os.close(fd)
 
 
-def sqlite_put(directory: str, synchronous: str) -> Callable[[bytes], object]:
+def sqlite_put(directory: str, synchronous: str) -> tuple[Put, Callable[[], None]]:
+    """A put that inserts one row (one commit) in SQLite's WAL mode, and what closes the database."""
     db = sqlite3.connect(os.path.join(directory, f"sqlite-{synchronous}.db"), isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("CREATE TABLE spool (id INTEGER PRIMARY KEY, message BLOB NOT NULL)")
-    return lambda payload: db.execute("INSERT INTO spool (message) VALUES (?)", (payload,))
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute("CREATE TABLE spool (id INTEGER PRIMARY KEY, message BLOB NOT NULL)")
+    except BaseException:
+        db.close()
+        raise
+    return (lambda payload: db.execute("INSERT INTO spool (message) VALUES (?)", (payload,))), db.close
+
+
+def spool_put(directory: str, fsync: bool) -> tuple[Put, Callable[[], None]]:
+    spool = Spool(os.path.join(directory, f"spool-{fsync}"), fsync=fsync)
+    return spool.put, spool.close
 
 
 def compare_formats(directory: str, count: int) -> list[tuple[str, float]]:
     """µs per put of each candidate format (one commit per put, as a send needs)."""
     payload = b'{"event":"x","properties":' + b'"' + b"x" * 760 + b'"}'  # about one Open edX message
-    candidates: list[tuple[str, Callable[[bytes], object], int]] = [
-        ("segment file, write()", segment_file_put(directory, False), count),
-        ("segment file, write() + fdatasync", segment_file_put(directory, True), max(200, count // 20)),
-        ("SQLite WAL, synchronous=NORMAL", sqlite_put(directory, "NORMAL"), count),
-        ("SQLite WAL, synchronous=FULL", sqlite_put(directory, "FULL"), max(200, count // 20)),
+    synced = max(200, count // 20)
+    candidates: list[tuple[str, Callable[[], tuple[Put, Callable[[], None]]], int]] = [
+        ("segment file, write()", lambda: segment_file_put(directory, False), count),
+        ("segment file, write() + fdatasync", lambda: segment_file_put(directory, True), synced),
+        ("SQLite WAL, synchronous=NORMAL", lambda: sqlite_put(directory, "NORMAL"), count),
+        ("SQLite WAL, synchronous=FULL", lambda: sqlite_put(directory, "FULL"), synced),
+        ("Spool.put", lambda: spool_put(directory, False), count),
+        ("Spool.put (fsync)", lambda: spool_put(directory, True), 200),
     ]
-    for fsync in (False, True):
-        spool = Spool(os.path.join(directory, f"spool-{fsync}"), fsync=fsync)
-        candidates.append((f"Spool.put{' (fsync)' if fsync else ''}", spool.put, count if not fsync else 200))
-    return [(label, per_put_us(put, payload, n)) for label, put, n in candidates]
+    results = []
+    for label, open_candidate, n in candidates:
+        put, close = open_candidate()
+        try:
+            results.append((label, per_put_us(put, payload, n)))
+        finally:
+            close()
+    return results
 
 
 MODES = [

@@ -8,8 +8,10 @@
   new reason and time; what could not be sent within the timeout (server down) stays as it was,
   and so do lines that cannot be read. Exit status 0 when the file ends up empty, else 1.
 
-The file is rewritten under the spool's dead-letter lock; a backend running on the same spool
-waits for that lock before it appends a new dead letter, so nothing is lost between the two.
+The spool's dead-letter lock is held only to read the file and, after sending, to rewrite it:
+a backend running on the same spool appends new dead letters meanwhile (it waits for that lock
+only while the file is read or rewritten), and the rewrite keeps what was appended since the
+read. The new file is fsynced before it replaces the old one.
 The lead wires this module into :mod:`eventtracking.cli` (``add_parser`` and ``run``); ``main``
 runs it alone: ``python -m eventtracking.spool_cli deadletters list --spool DIR``.
 """
@@ -17,6 +19,7 @@ runs it alone: ``python -m eventtracking.spool_cli deadletters list --spool DIR`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -68,15 +71,20 @@ def run(args: argparse.Namespace) -> int:
     return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
 
 
-def read_dead_letters(directory: str) -> list[tuple[bytes, Optional[dict]]]:
-    """Each non-empty line of the dead-letter file, with its entry (None when unreadable)."""
+def _read_file(path: str) -> bytes:
     try:
-        with open(os.path.join(directory, DEAD_LETTER_FILE), "rb") as file:
-            lines = [line for line in file.read().split(b"\n") if line.strip()]
+        with open(path, "rb") as file:
+            return file.read()
     except FileNotFoundError:
-        return []
+        return b""
+
+
+def parse_dead_letters(data: bytes) -> list[tuple[bytes, Optional[dict]]]:
+    """Each non-empty line of dead-letter file contents, with its entry (None when unreadable)."""
     result: list[tuple[bytes, Optional[dict]]] = []
-    for line in lines:
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
         try:
             entry = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -85,6 +93,11 @@ def read_dead_letters(directory: str) -> list[tuple[bytes, Optional[dict]]]:
             entry = None
         result.append((line, entry))
     return result
+
+
+def read_dead_letters(directory: str) -> list[tuple[bytes, Optional[dict]]]:
+    """Each non-empty line of the dead-letter file, with its entry (None when unreadable)."""
+    return parse_dead_letters(_read_file(os.path.join(directory, DEAD_LETTER_FILE)))
 
 
 def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
@@ -142,40 +155,78 @@ class _Outcomes(MemoryBuffer):
 
 
 def resend_dead_letters(directory: str, write_key: str, host: str, timeout: float) -> int:
-    with dead_letter_lock(directory):
-        entries = read_dead_letters(directory)
-        if not entries:
-            print(f"no dead letters in {directory}")
-            return 0
-        # Each message gets a bytes object of its own: the sender's verdicts are noted by identity.
-        messages = [(line, entry, orjson.dumps(entry and entry["message"])) for line, entry in entries]
-        outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
-        transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
-        sender = Sender(outcomes, transport, Counters(), linger=0, retry_budget=timeout)
-        for _, entry, data in messages:
-            if entry is not None:
-                outcomes.put(data)
-        sender.close(timeout)
-        delivered = outcomes.delivered()
-        now = orjson.dumps(utc_now())
-        kept_lines: list[bytes] = []
-        for line, entry, data in messages:
-            if entry is None or id(data) in outcomes.kept or id(data) not in outcomes.answered:
-                kept_lines.append(line)
-            elif id(data) in outcomes.refused:
-                reason = orjson.dumps(outcomes.refused[id(data)])
-                kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
-        path = os.path.join(directory, DEAD_LETTER_FILE)
-        temporary = f"{path}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as file:
-            file.write(b"".join(line + b"\n" for line in kept_lines))
-        os.replace(temporary, path)
+    path = os.path.join(directory, DEAD_LETTER_FILE)
+    with dead_letter_lock(directory):  # writers append whole entries under it: a consistent copy
+        original = _read_file(path)
+    entries = parse_dead_letters(original)
+    if not entries:
+        print(f"no dead letters in {directory}")
+        return 0
+    # Sent without the lock: a backend on this spool can append dead letters meanwhile.
+    # Each message gets a bytes object of its own: the sender's verdicts are noted by identity.
+    messages = [(line, entry, orjson.dumps(entry and entry["message"])) for line, entry in entries]
+    outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
+    transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
+    sender = Sender(outcomes, transport, Counters(), linger=0, retry_budget=timeout)
+    for _, entry, data in messages:
+        if entry is not None:
+            outcomes.put(data)
+    sender.close(timeout)
+    delivered = outcomes.delivered()
+    now = orjson.dumps(utc_now())
+    kept_lines: list[bytes] = []
+    for line, entry, data in messages:
+        if entry is None or id(data) in outcomes.kept or id(data) not in outcomes.answered:
+            kept_lines.append(line)
+        elif id(data) in outcomes.refused:
+            reason = orjson.dumps(outcomes.refused[id(data)])
+            kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
     refused = sum(1 for _, entry, data in messages if entry is not None and id(data) in outcomes.refused)
-    print(
+    summary = (
         f"resent {len(messages)} dead letters: delivered {len(delivered)}, refused again {refused}, "
         f"kept {len(kept_lines) - refused} (unreadable or not sent in time)"
     )
-    return 0 if not kept_lines else 1
+    try:
+        with dead_letter_lock(directory):
+            current = _read_file(path)
+            if not current.startswith(original):  # rewritten by someone else (another resend)
+                print(summary)
+                print(
+                    f"eventtracking deadletters: {path} was rewritten meanwhile; left as it is "
+                    "(what was delivered is still in it and would be sent again)",
+                    file=sys.stderr,
+                )
+                return 1
+            appended = [line for line in current[len(original) :].split(b"\n") if line.strip()]
+            _rewrite(path, kept_lines + appended)
+    except OSError as error:
+        print(summary)
+        print(f"eventtracking deadletters: cannot rewrite {path}: {error}; left as it was", file=sys.stderr)
+        return 1
+    if appended:
+        summary += f"; {len(appended)} new dead letters arrived meanwhile (not resent)"
+    print(summary)
+    return 0 if not kept_lines and not appended else 1
+
+
+def _rewrite(path: str, lines: list[bytes]) -> None:
+    """Replace ``path`` by ``lines``, through a temporary file fsynced first (lock held)."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(b"".join(line + b"\n" for line in lines))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    with contextlib.suppress(OSError):  # the rename itself, against a power loss
+        directory = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

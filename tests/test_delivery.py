@@ -343,3 +343,48 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
     assert held < buffered * 1.3, (held, buffered)  # orjson's raw output would be several times more
     backend._sender._thread = None
     assert backend.close(0.2) is False  # nothing listens on port 9: given up, and said so
+
+
+def test_a_fork_that_skipped_the_at_fork_hooks_is_noticed_by_send(collector):
+    # uWSGI forks workers from C and, by default, runs no os.register_at_fork hooks: send()
+    # itself must see the new pid. Seen from such a child, the backend was made by another pid.
+    backend = backend_for(collector)
+    backend._buffer.put(b'{"type":"track","event":"inherited"}')  # the parent's, to be left alone
+    parent_prefix = backend._ids.next().rsplit("-", 1)[0]
+    backend._pid = backend._sender._pid = -1
+    backend.send(make_event(1))
+    assert backend.flush(10)
+    [message] = collector.messages()
+    assert message["event"] == "edx.test"
+    assert not message["messageId"].startswith(parent_prefix)  # ids unique against the parent's
+
+
+def test_the_sender_survives_a_failing_buffer(collector, caplog):
+    from eventtracking.segment.buffer import MemoryBuffer
+
+    class FlakyBuffer(MemoryBuffer):
+        failures = 1
+
+        def take(self, *args):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk hiccup")
+            return super().take(*args)
+
+    backend = backend_for(collector)
+    backend._buffer.__class__ = FlakyBuffer  # the same object the sender holds
+    with caplog.at_level(logging.ERROR):
+        backend.send(make_event(1))
+        assert backend.flush(10)
+    assert collector.message_ids() and "could not take a batch" in caplog.text
+
+
+def test_a_spool_the_disk_refuses_falls_back_to_memory(collector, tmp_path, caplog):
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("x")
+    with caplog.at_level(logging.WARNING):
+        backend = backend_for(collector, spool_dir=str(not_a_directory))
+    assert "buffering in memory" in caplog.text
+    backend.send(make_event(1))
+    assert backend.flush(10)
+    assert collector.count() == 1

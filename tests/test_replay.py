@@ -6,6 +6,7 @@ import copy
 import datetime
 import gzip
 import importlib.util
+import io
 import json
 import os
 import re
@@ -279,11 +280,44 @@ def test_stdin_plain_and_gzip(collector, tmp_path):
     assert len(distinct_ids(collector)) == 50  # the same stream twice: the same ids
 
 
+class Trickle(io.RawIOBase):
+    """A pipe whose first read gives a single byte."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = 1 if self.reads == 0 else len(buffer)
+        self.reads += 1
+        chunk, self.data = self.data[:size], self.data[size:]
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gzip", "plain"])
+def test_stdin_is_recognised_when_the_first_read_gives_one_byte(monkeypatch, compress):
+    payload = b"".join(orjson.dumps(line) + b"\n" for line in many_lines(20))
+    data = gzip.compress(payload) if compress else payload
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BufferedReader(Trickle(data))))
+    summary = Replay(DryRun(MappingOptions())).run([Source("<stdin>", "-")])
+    assert summary.unreadable == 0, summary.unreadable_shown
+    assert summary.sent == 20
+
+
+@pytest.mark.parametrize("data", [b"", b"{"], ids=["empty", "one byte"])
+def test_stdin_shorter_than_the_gzip_magic(monkeypatch, data):
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BufferedReader(Trickle(data))))
+    summary = Replay(DryRun(MappingOptions())).run([Source("<stdin>", "-")])
+    assert summary.lines == len(data) == summary.unreadable
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")), max_size=30), st.integers(1, 17))
 def test_read_lines_splits_like_splitlines_whatever_the_chunking(lines, chunk_bytes):
-    import io
-
     data = b"\n".join(lines)
     original = lines_module.CHUNK_BYTES
     lines_module.CHUNK_BYTES = chunk_bytes
@@ -298,8 +332,6 @@ def test_read_lines_splits_like_splitlines_whatever_the_chunking(lines, chunk_by
 
 
 def test_overlong_lines_are_unreadable_not_held_in_memory(monkeypatch):
-    import io
-
     monkeypatch.setattr(lines_module, "CHUNK_BYTES", 8)
     monkeypatch.setattr(lines_module, "MAX_LINE_BYTES", 20)
     data = b"short\n" + b"x" * 50 + b"\nafter\n" + b"y" * 30
@@ -377,6 +409,167 @@ def test_a_checkpoint_for_another_file_at_the_same_path_is_ignored(capsys, colle
     assert summary_of(output)["events sent"] == 12
 
 
+def test_a_partial_last_line_is_left_for_the_next_run(capsys, collector, tmp_path):
+    lines = [orjson.dumps(line) for line in many_lines(6)]
+    log = tmp_path / "tracking.log"
+    log.write_bytes(b"".join(line + b"\n" for line in lines[:5]) + lines[5][:40])  # being written
+    checkpoint = tmp_path / "cp.json"
+    argv = (str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    numbers = summary_of(output)
+    assert numbers["lines read"] == 5
+    assert numbers["unreadable lines"] == 0
+    assert numbers["partial last lines"] == 1
+    assert f"{log}:6: left for the next run" in output
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 5
+
+    with log.open("ab") as handle:
+        handle.write(lines[5][40:] + b"\n")  # the writer finishes the line
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    numbers = summary_of(output)
+    assert numbers["already acknowledged"] == 5
+    assert numbers["events sent"] == 1
+    assert "partial" not in output
+    assert len(distinct_ids(collector)) == collector.count() == 6
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 6
+
+
+def test_a_last_line_without_newline_that_is_complete_json_is_sent_and_read_again(
+    capsys, collector, tmp_path
+):
+    lines = [orjson.dumps(line) for line in many_lines(4)]
+    log = tmp_path / "tracking.log"
+    log.write_bytes(b"".join(line + b"\n" for line in lines[:3]) + lines[3])
+    checkpoint = tmp_path / "cp.json"
+    argv = (str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    assert summary_of(output)["events sent"] == 4
+    assert f"{log}:4: complete JSON, sent" in output
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 3  # not past the fragment
+
+    with log.open("ab") as handle:
+        handle.write(b"\n")
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    assert summary_of(output)["already acknowledged"] == 3
+    assert summary_of(output)["events sent"] == 1
+    assert collector.count() == 5
+    assert len(distinct_ids(collector)) == 4  # the line sent again has the same messageId
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 4
+
+
+def test_a_gzip_file_or_stdin_ending_without_newline_ends_with_an_ordinary_line(capsys, collector, tmp_path):
+    good = orjson.dumps(many_lines(1)[0])
+    log = tmp_path / "t.log.gz"
+    log.write_bytes(gzip.compress(good + b"\n" + good[:30]))  # finished: it will not grow
+    checkpoint = tmp_path / "cp.json"
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 1
+    assert f"{log}:2: not JSON" in output and "partial" not in output
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 2
+
+    process = python_m("replay", "-", "--host", collector.url, stdin=subprocess.PIPE)
+    out, err = process.communicate(good + b"\n" + good[:30], timeout=60)
+    assert process.returncode == 1, err.decode()
+    assert "<stdin>:2: not JSON" in out.decode()
+
+
+def test_a_checkpoint_keeps_the_selection_and_destination_but_not_the_write_key(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(10))
+    checkpoint = tmp_path / "cp.json"
+    argv = [str(log), "--host", f"{collector.url}/", "--write-key", "s3cr3t", "--checkpoint", str(checkpoint)]
+    code, output = replay(capsys, *argv, "--name", "enrollment", "--name", "^edx")
+    assert code == 0, output
+    stored = checkpoint.read_bytes()
+    assert b"s3cr3t" not in stored
+    selection = orjson.loads(stored)["selection"]
+    assert selection["destination"] == collector.url
+    assert selection["name"] == ["^edx", "enrollment"]
+    # The same options in another order, and a dry run (which sends nowhere), resume from it.
+    code, output = replay(capsys, *argv, "--name", "^edx", "--name", "enrollment")
+    assert code == 0, output
+    assert summary_of(output)["already acknowledged"] == 10
+    dry_run = (str(log), "--dry-run", "--checkpoint", str(checkpoint), "--name=^edx", "--name=enrollment")
+    code, output = replay(capsys, *dry_run)
+    assert code == 0, output
+    assert summary_of(output)["already acknowledged"] == 10
+
+
+@pytest.mark.parametrize(
+    "changed, named",
+    [
+        (["--name", "enrollment"], "--name"),
+        (["--since", "2025-01-01"], "--since"),
+        (["--until", "2026-01-01"], "--until"),
+        (["--anonymous-id-field", "context.session"], "--anonymous-id-field"),
+        (["--host", "http://127.0.0.1:9"], "destination"),
+        (["--write-key", "another"], "write key"),
+    ],
+)
+def test_a_checkpoint_made_with_other_options_or_destination_is_refused(
+    capsys, collector, tmp_path, changed, named
+):
+    log = write_lines(tmp_path / "t.log", many_lines(10))
+    checkpoint = tmp_path / "cp.json"
+    argv = [str(log), "--host", collector.url, "--checkpoint", str(checkpoint)]
+    assert replay(capsys, *argv)[0] == 0
+    before = checkpoint.read_bytes()
+    code, output = replay(capsys, *argv, *changed)
+    assert code == 2
+    assert "was written by a replay with other" in output and named in output
+    assert checkpoint.read_bytes() == before
+    assert collector.count() == 10  # nothing sent
+
+
+def test_an_older_checkpoint_without_selection_is_refused(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(3))
+    checkpoint = tmp_path / "cp.json"
+    checkpoint.write_bytes(orjson.dumps({"version": 1, "files": {str(log): {"line": 3, "head": "00"}}}))
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 2
+    assert "older replay" in output and "delete it" in output
+    assert collector.count() == 0
+
+
+def test_checkpoint_writes_never_share_a_temporary_file(tmp_path, monkeypatch):
+    path = str(tmp_path / "cp.json")
+    first, second = command.Checkpoint(path), command.Checkpoint(path)
+    real_replace = os.replace
+    temporaries = []
+
+    def replace(source, target):
+        temporaries.append(source)
+        if len(temporaries) == 1:
+            second.record({"/b": (2, "bb")})  # another run sharing the checkpoint writes meanwhile
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    first.record({"/a": (1, "aa")})
+    assert len(set(temporaries)) == 2
+    for temporary in temporaries:
+        assert os.path.dirname(temporary) == str(tmp_path)
+        assert os.path.basename(temporary).startswith(".cp.json.") and f".{os.getpid()}." in temporary
+    assert orjson.loads(Path(path).read_bytes())["files"] == {"/a": {"line": 1, "head": "aa"}}  # whole
+    assert os.listdir(tmp_path) == ["cp.json"]
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "cp.json"
+    command.Checkpoint(str(path)).record({"/a": (1, "aa")})
+
+    def full_disk(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        command.Checkpoint(str(path)).record({"/a": (2, "aa")})
+    assert os.listdir(tmp_path) == ["cp.json"]
+    assert orjson.loads(path.read_bytes())["files"]["/a"]["line"] == 1
+
+
 # -- options -------------------------------------------------------------------------------------
 
 
@@ -437,15 +630,11 @@ def test_rate_spaces_events_on_the_clock(collector, tmp_path, monkeypatch):
     assert sum(clock["slept"]) == pytest.approx(4 / 2.0)  # 5 events at 2/s: the last one at 2 s
 
 
-def test_spool_is_passed_to_the_backend_or_refused_clearly(capsys, collector, tmp_path):
+def test_spool_is_passed_to_the_backend(capsys, collector, tmp_path):
     log = write_lines(tmp_path / "t.log", many_lines(5))
     code, output = replay(capsys, str(log), "--host", collector.url, "--spool", str(tmp_path / "spool"))
-    if importlib.util.find_spec("eventtracking.segment.spool") is None:
-        assert code == 2
-        assert "--spool" in output and "cannot set up the Segment backend" in output
-    else:
-        assert code == 0, output
-        assert collector.count() == 5
+    assert code == 0, output
+    assert collector.count() == 5
 
 
 # -- exit codes and --local ------------------------------------------------------------------------
@@ -458,6 +647,28 @@ def test_failed_deliveries_exit_1(capsys, collector, tmp_path):
     assert code == 1
     assert summary_of(output)["failed deliveries"] == 5
     assert "refused 5" in output
+
+
+def test_a_refused_event_is_a_failed_delivery_and_the_checkpoint_passes_it(capsys, collector, tmp_path):
+    lines = many_lines(6)
+    lines[2] = legacy_line(live_browser_event(2))  # the one play_video
+    log = write_lines(tmp_path / "t.log", lines)
+    collector.faults.reject_event("play_video")  # HTTP 400 for it, for good
+    checkpoint = tmp_path / "cp.json"
+    argv = (str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    code, output = replay(capsys, *argv)
+    assert code == 1
+    assert checkpoint.exists(), output
+    assert orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"] == 6  # settled: passed
+    numbers = summary_of(output)
+    assert numbers["failed deliveries"] == 1
+    assert "refused 1" in output and "refused: 'play_video' at 2025-03-03T09:00:02" in output
+    assert collector.count() == 5
+
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    assert summary_of(output)["already acknowledged"] == 6
+    assert summary_of(output)["events sent"] == 0
 
 
 @pytest.mark.parametrize(
@@ -509,8 +720,6 @@ def test_the_progress_bar_runs_without_a_terminal_check(capsys, tmp_path):
 
 @pytest.mark.parametrize("spooled", [False, True], ids=["memory", "spool"])
 def test_a_destination_that_takes_nothing_ends_the_run_early(collector, tmp_path, spooled):
-    if spooled and importlib.util.find_spec("eventtracking.segment.spool") is None:
-        pytest.skip("SegmentBackend has no spool here")
     log = write_lines(tmp_path / "t.log", many_lines(3000))  # several chunks: the watch runs between them
     collector.faults.add(status=503, times=None)
     options = {"spool_dir": str(tmp_path / "spool")} if spooled else {}
@@ -521,3 +730,15 @@ def test_a_destination_that_takes_nothing_ends_the_run_early(collector, tmp_path
     assert summary.sent == 0
     assert summary.exit_status() == 1
     assert not (tmp_path / "cp.json").exists()  # nothing was acknowledged
+
+
+def test_the_benchmark_fails_loudly_unless_the_replay_it_times_succeeded():
+    spec = importlib.util.spec_from_file_location("bench_replay", REPO / "benchmarks" / "bench_replay.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(RuntimeError, match="exited 1"):
+        bench.run_measured([sys.executable, "-c", "import sys; print('unreadable lines 3'); sys.exit(1)"])
+    assert bench.run_measured([sys.executable, "-c", "print('ok')"])[2] == "ok\n"
+    with pytest.raises(RuntimeError, match="stored 9 messages for 10 lines"):
+        bench.check_stored("ours", 9, 10)
+    bench.check_stored("ours", 10, 10)

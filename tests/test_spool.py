@@ -3,6 +3,8 @@ processes, torn and corrupt records, the disk bound, dead letters, locking, fork
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
 import os
 import signal
@@ -11,7 +13,8 @@ import subprocess
 import sys
 import textwrap
 import threading
-import zlib
+import time
+from unittest import mock
 
 import orjson
 import pytest
@@ -20,13 +23,16 @@ from hypothesis import strategies as st
 
 from eventtracking import spool_cli
 from eventtracking.backends.segment import SegmentBackend
+from eventtracking.segment import spool as spool_module
 from eventtracking.segment.spool import (
+    ACK_FILE,
     DEAD_LETTER_FILE,
     IDLE_ROTATE_BYTES,
     RECORD_HEADER,
     SEGMENT_MAGIC,
     Spool,
     SpoolLocked,
+    encode_record,
     iter_records,
 )
 
@@ -76,7 +82,7 @@ def start_script(code: str, **values) -> subprocess.Popen:
 SENDER_SCRIPT = """
 import sys, time
 from eventtracking.backends.segment import SegmentBackend
-backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=0.05,
+backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=LINGER,
                          retry_timeout=600, max_batch_size=BATCH)
 for i in range(COUNT):
     backend.send({"name": "killed", "data": {"i": i}, "context": {"user_id": i}}, message_id=f"m-{i}")
@@ -94,7 +100,9 @@ def kill(process: subprocess.Popen) -> None:
 
 def test_killed_in_an_outage_the_next_process_delivers_each_event_once(collector, tmp_path):
     count = 2000
-    process = start_script(SENDER_SCRIPT, URL=closed_port_url(), SPOOL=str(tmp_path), COUNT=count, BATCH=100)
+    process = start_script(
+        SENDER_SCRIPT, URL=closed_port_url(), SPOOL=str(tmp_path), COUNT=count, BATCH=100, LINGER=0.05
+    )
     try:
         assert process.stdout.readline() == "sent\n", process.stderr.read()
     finally:
@@ -109,17 +117,28 @@ def test_killed_in_an_outage_the_next_process_delivers_each_event_once(collector
     backend.close(5)
 
 
+def wait_until(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_killed_while_delivering_resumes_with_few_copies(collector, tmp_path):
-    count, batch = 5000, 100
-    collector.faults.add(delay=0.2, times=None)  # about ten seconds of delivery: the kill lands mid-way
-    process = start_script(SENDER_SCRIPT, URL=collector.url, SPOOL=str(tmp_path), COUNT=count, BATCH=batch)
+    count, batch, stored_batches = 5000, 100, 12
+    # The first 12 requests are stored, every later one is refused (and retried) until clear():
+    # the kill lands with 12 batches delivered and the 13th in flight, however fast the machine.
+    collector.faults.add(delay=0, times=stored_batches).add(status=503, times=None)
+    # A long linger: each batch waits for its 100 records, so every batch is full.
+    process = start_script(
+        SENDER_SCRIPT, URL=collector.url, SPOOL=str(tmp_path), COUNT=count, BATCH=batch, LINGER=600
+    )
     try:
         assert process.stdout.readline() == "sent\n", process.stderr.read()
-        collector.wait_for(count // 4, timeout=60)
+        wait_until(lambda: collector.requests["faulted"] >= 1)  # the 13th batch was posted
     finally:
         kill(process)
-    before = collector.count()
-    assert count // 4 <= before < count  # killed mid-way, with many batches acknowledged
+    assert collector.count() == stored_batches * batch  # killed mid-way, with many batches acknowledged
     collector.faults.clear()
     backend = backend_for(collector.url, tmp_path, max_batch_size=batch)
     assert backend.flush(60)
@@ -151,7 +170,12 @@ def record_offsets(path: str) -> list[int]:
     return offsets
 
 
-def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_path):
+SMALL_CHUNKS = pytest.mark.parametrize("chunk", [50, 150, spool_module.READ_CHUNK])  # records: ~90 bytes
+
+
+@SMALL_CHUNKS
+def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(spool_module, "READ_CHUNK", chunk)  # reads cross record boundaries
     path = write_raw_spool(tmp_path, 10)
     last = record_offsets(path)[-1]
     os.truncate(path, last + RECORD_HEADER.size + 5)  # killed in the middle of the last write
@@ -165,7 +189,9 @@ def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_pa
     backend.close(5)
 
 
-def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path):
+@SMALL_CHUNKS
+def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(spool_module, "READ_CHUNK", chunk)
     path = write_raw_spool(tmp_path, 10)
     with open(path, "r+b") as file:
         file.seek(record_offsets(path)[4] + RECORD_HEADER.size + 3)
@@ -184,14 +210,15 @@ def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path):
     sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=40),
     cut=st.floats(0, 1),
     flips=st.lists(st.floats(0, 1), max_size=3),
+    chunk=st.sampled_from([9, 100, 4096, spool_module.READ_CHUNK]),
 )
-def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips):
+def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips, chunk):
     """Whatever the truncation and flipped bytes, the reader ends, returns only records that were
     written, in order, and loses none before the first damaged byte."""
     directory = tmp_path_factory.mktemp("damaged")
     records = [bytes([65 + i % 26]) * size for i, size in enumerate(sizes)]
     path = directory / "seg"
-    data = bytearray(SEGMENT_MAGIC + b"".join(RECORD_HEADER.pack(len(r), zlib.crc32(r)) + r for r in records))
+    data = bytearray(SEGMENT_MAGIC + b"".join(map(encode_record, records)))
     end = len(SEGMENT_MAGIC) + int(cut * (len(data) - len(SEGMENT_MAGIC)))
     damaged = [len(SEGMENT_MAGIC) + int(f * (len(data) - len(SEGMENT_MAGIC) - 1)) for f in flips]
     for position in damaged:
@@ -199,7 +226,8 @@ def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips):
     path.write_bytes(bytes(data[:end]))
     fd = os.open(path, os.O_RDONLY)
     try:
-        read = [payload for payload, _ in iter_records(fd, len(SEGMENT_MAGIC), end) if payload is not None]
+        with mock.patch.object(spool_module, "READ_CHUNK", chunk):
+            read = [payload for payload, _ in iter_records(fd, len(SEGMENT_MAGIC), end) if payload]
     finally:
         os.close(fd)
     remaining = iter(records)
@@ -328,7 +356,7 @@ def test_acknowledged_data_is_reclaimed(collector, tmp_path):
 
 
 def test_threads_overflowing_memory_are_read_back_from_disk_once(collector, tmp_path):
-    collector.faults.add(delay=0.3, times=2)  # the sender falls behind: most records are disk-only
+    collector.faults.add(status=503, times=None)  # the sender waits for the threads: most are disk-only
     backend = backend_for(collector.url, tmp_path, max_buffer_bytes=20_000, max_batch_size=200)
     backend._buffer.segment_bytes = 64 * 1024  # many segments: reading crosses and deletes them
     per_thread = 1000
@@ -342,6 +370,7 @@ def test_threads_overflowing_memory_are_read_back_from_disk_once(collector, tmp_
         thread.start()
     for thread in threads:
         thread.join(60)
+    collector.faults.clear()
     assert backend.flush(60)
     ids = collector.message_ids()
     assert sorted(ids) == sorted(f"t{t}-{i}" for t in range(4) for i in range(per_thread))
@@ -395,3 +424,254 @@ def test_a_forked_child_buffers_in_memory_and_the_parent_keeps_the_spool(collect
     assert err.count("buffers its events in memory only") == 1
     names = sorted(m["event"] for m in collector.messages())
     assert names == sorted(["parent"] * 50 + ["child"] * 50 + ["parent.after"] * 50)
+
+
+# -- disk errors: the spool logs and goes on, and loses nothing it accepted ---------------------
+
+
+@pytest.fixture
+def disk_space(monkeypatch):
+    """``disk_space(spool, free)``: writes to the spool's segment files fail with ENOSPC once
+    ``free`` bytes are written (what fits is written: a short write), until ``disk_space(None)``.
+    ``truncate_fails=True`` also fails the cleanup (``ftruncate``) of those files."""
+    real_write, real_pwrite, real_ftruncate = os.write, os.pwrite, os.ftruncate
+    state = {"spool": None, "free": 0, "truncate_fails": False}
+
+    def room(fd: int, data) -> bytes:
+        spool = state["spool"]
+        data = bytes(data)
+        if spool is None or fd != spool._write_fd or len(data) <= state["free"]:
+            if spool is not None and fd == spool._write_fd:
+                state["free"] -= len(data)
+            return data
+        return data[: state["free"]]
+
+    def write(fd, data):
+        part = room(fd, data)
+        if len(part) < len(data):
+            state["free"] = 0
+            real_write(fd, part)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    def pwrite(fd, data, offset):
+        part = room(fd, data)
+        if len(part) < len(data):
+            state["free"] = 0
+            real_pwrite(fd, part, offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_pwrite(fd, data, offset)
+
+    def ftruncate(fd, length):
+        spool = state["spool"]
+        if state["truncate_fails"] and spool is not None and fd == spool._write_fd:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_ftruncate(fd, length)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+    def limit(spool, free: int = 0, truncate_fails: bool = False) -> None:
+        state.update(spool=spool, free=free, truncate_fails=truncate_fails)
+
+    return limit
+
+
+def drain(spool: Spool) -> list[bytes]:
+    """Take and acknowledge everything pending."""
+    stop = threading.Event()
+    timer = threading.Timer(10, stop.set)  # a bug must not hang the test
+    timer.start()
+    taken: list[bytes] = []
+    try:
+        while spool.pending()[0] and not stop.is_set():
+            batch = spool.take(1000, 10**7, 0, stop)
+            taken += batch
+            spool.done(batch)
+    finally:
+        timer.cancel()
+    return taken
+
+
+def test_a_full_disk_refuses_one_put_and_loses_nothing_else(tmp_path, disk_space):
+    spool = Spool(str(tmp_path))
+    for i in range(3):
+        assert spool.put(track_message(i))
+    disk_space(spool, free=0)
+    assert spool.put(track_message(3)) is False
+    disk_space(None)
+    assert spool.put(track_message(4))
+    assert spool.pending()[0] == 4 and spool.accepted == 4
+    spool.close()
+    again = Spool(str(tmp_path))
+    assert again.stats()["recovered"] == 4 and again.stats()["corrupt"] == 0
+    assert drain(again) == [track_message(i) for i in (0, 1, 2, 4)]
+    again.close()
+
+
+def test_a_half_written_record_that_cannot_be_cut_off_corrupts_nothing(tmp_path, disk_space):
+    spool = Spool(str(tmp_path))
+    assert spool.put(track_message(0))
+    disk_space(spool, free=40, truncate_fails=True)  # 40 bytes of the record stay in the file
+    assert spool.put(track_message(1)) is False
+    disk_space(None)
+    for i in range(2, 6):
+        assert spool.put(track_message(i))
+    disk_space(spool, free=30, truncate_fails=True)  # and the last one, at the tail
+    assert spool.put(track_message(6)) is False
+    disk_space(None)
+    spool.close()
+    again = Spool(str(tmp_path))
+    assert again.stats()["recovered"] == 5 and again.stats()["corrupt"] == 0
+    assert drain(again) == [track_message(i) for i in (0, 2, 3, 4, 5)]
+    again.close()
+
+
+def test_keep_for_later_is_all_or_nothing(tmp_path, disk_space):
+    spool = Spool(str(tmp_path))
+    for i in range(3):
+        assert spool.put(track_message(i))
+    batch = spool.take(10, 10**6, 0, threading.Event())
+    assert len(batch) == 3
+    disk_space(spool, free=len(encode_record(batch[0])) + 10)  # room for one record, not three
+    assert spool.keep_for_later(batch) is False
+    disk_space(None)
+    spool.done(batch)  # the sender drops the batch and settles it
+    assert spool.wait_idle(0) and spool.pending() == (0, 0) and spool.stats()["requeued"] == 0
+    assert spool.put(track_message(3))
+    assert drain(spool) == [track_message(3)]
+    spool.close()
+    again = Spool(str(tmp_path))
+    assert again.stats()["recovered"] == 0
+    again.close()
+
+
+def test_a_segment_that_cannot_be_deleted_is_logged_and_left(tmp_path, monkeypatch, caplog):
+    spool = Spool(str(tmp_path), memory_bytes=1, segment_bytes=1000)  # many segments, read from disk
+    for i in range(50):
+        assert spool.put(track_message(i))
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if os.path.basename(str(path)).startswith("seg-"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with caplog.at_level(logging.WARNING):
+        assert drain(spool) == [track_message(i) for i in range(50)]
+        spool.close()
+    assert "cannot delete" in caplog.text
+    monkeypatch.undo()
+    again = Spool(str(tmp_path))  # what was left is deleted now, and nothing is sent again
+    assert again.stats()["recovered"] == 0
+    again.close()
+    assert segments(tmp_path) == []
+
+
+def test_a_segment_that_cannot_be_read_is_skipped_and_the_spool_goes_on(tmp_path, monkeypatch, caplog):
+    spool = Spool(str(tmp_path), memory_bytes=1)  # every record is read back from disk
+    for i in range(3):
+        assert spool.put(track_message(i))
+    real_pread = os.pread
+
+    def pread(fd, size, offset):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", pread)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()  # take waits for more once it has skipped the segment
+    with caplog.at_level(logging.WARNING):
+        assert spool.take(10, 10**6, 0, stop) == []
+    assert "unreadable" in caplog.text and spool.stats()["corrupt"] == 1
+    monkeypatch.setattr(os, "pread", real_pread)
+    assert spool.put(track_message(3))
+    assert drain(spool) == [track_message(3)]
+    spool.close()
+
+
+@pytest.mark.parametrize("contents", [b"", b"\x07" * 20, b"not an acknowledgement record"])
+def test_an_unreadable_acked_file_sends_everything_again(tmp_path, caplog, contents):
+    spool = Spool(str(tmp_path), segment_bytes=500)  # several segments
+    for i in range(10):
+        assert spool.put(track_message(i))
+    batch = spool.take(4, 10**6, 0, threading.Event())
+    spool.done(batch)
+    spool.close()
+    check = Spool(str(tmp_path))
+    assert check.stats()["recovered"] == 6
+    check.close()
+    (tmp_path / ACK_FILE).write_bytes(contents)
+    with caplog.at_level(logging.WARNING):
+        again = Spool(str(tmp_path))
+    assert f"{ACK_FILE} unreadable" in caplog.text
+    sent = drain(again)
+    assert set(sent) >= {track_message(i) for i in range(4, 10)}  # copies, never a loss
+    assert sent == sorted(sent, key=lambda message: int(orjson.loads(message)["userId"]))  # in order
+    again.close()
+
+
+def test_a_damaged_length_costs_the_rest_of_its_segment_counted_once(tmp_path):
+    records = [bytes([65 + i]) * (20 + i) for i in range(10)]
+    data = bytearray(SEGMENT_MAGIC + b"".join(map(encode_record, records)))
+    position = len(SEGMENT_MAGIC) + sum(len(encode_record(r)) for r in records[:4])
+    data[position] -= 3  # record 4's length: its payload check fails, and nothing after it can be found
+    (tmp_path / "seg").write_bytes(bytes(data))
+    fd = os.open(tmp_path / "seg", os.O_RDONLY)
+    try:
+        read = list(iter_records(fd, len(SEGMENT_MAGIC), len(data)))
+    finally:
+        os.close(fd)
+    ends = [len(SEGMENT_MAGIC) + sum(len(encode_record(x)) for x in records[: i + 1]) for i in range(4)]
+    assert read[:4] == list(zip(records[:4], ends))
+    assert read[4:] == [(None, len(data))]
+
+
+def resend_args(collector, spool_dir) -> list[str]:
+    return ["resend", "--spool", str(spool_dir), "--write-key", KEY, "--host", collector.url]
+
+
+def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile(collector, tmp_path, capsys):
+    old = b'{"reason":"HTTP 400: x","time":"t","message":' + track_message(1) + b"}\n"
+    new = b'{"reason":"HTTP 400: y","time":"t","message":' + track_message(2) + b"}\n"
+    (tmp_path / DEAD_LETTER_FILE).write_bytes(old)
+    lock_free = []
+
+    class AppendingMeanwhile(spool_cli.Sender):
+        def close(self, timeout=None):  # the resend is under way: a backend appends a dead letter
+            fd = os.open(tmp_path / "deadletters.lock", os.O_RDWR | os.O_CREAT)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_free.append(True)
+            except BlockingIOError:
+                lock_free.append(False)
+            finally:
+                os.close(fd)
+            if lock_free[-1]:
+                spool_module.append_dead_letters(str(tmp_path), new)
+            return super().close(timeout)
+
+    with mock.patch.object(spool_cli, "Sender", AppendingMeanwhile):
+        status, out = run_cli(capsys, *resend_args(collector, tmp_path))
+    assert lock_free == [True]
+    assert "delivered 1" in out and "1 new dead letters arrived meanwhile" in out and status == 1
+    assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == new
+    assert collector.message_ids() == ["raw-1"]
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
+
+
+def test_resend_that_cannot_rewrite_leaves_the_file_and_no_temporary(
+    collector, tmp_path, capsys, monkeypatch
+):
+    old = b'{"reason":"HTTP 400: x","time":"t","message":' + track_message(1) + b"}\n"
+    (tmp_path / DEAD_LETTER_FILE).write_bytes(old)
+
+    def replace(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(spool_cli.os, "replace", replace)
+    status, _ = run_cli(capsys, *resend_args(collector, tmp_path))
+    assert status == 1
+    assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == old
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []

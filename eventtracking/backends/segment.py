@@ -113,6 +113,7 @@ class SegmentBackend:
         self.exit_timeout = exit_timeout
         self._counters = Counters()
         self._ids = MessageIds()
+        self._pid = os.getpid()
         self._dropped_since_warning = 0
         self._last_warning = 0.0
         self._sender: Optional[Sender] = None
@@ -137,11 +138,7 @@ class SegmentBackend:
             if spool_dir is None:
                 self._buffer = MemoryBuffer(max_buffer_bytes)
             else:
-                from eventtracking.segment.spool import Spool  # only spooling backends pay for it
-
-                self._buffer = Spool(
-                    spool_dir, max_bytes=spool_max_bytes, fsync=fsync, memory_bytes=max_buffer_bytes
-                )
+                self._buffer = _open_spool(spool_dir, spool_max_bytes, fsync, max_buffer_bytes)
             self._sender = Sender(
                 self._buffer,
                 transport,
@@ -169,6 +166,10 @@ class SegmentBackend:
         """
         try:
             message = to_track_message(event, self._mapping)
+            if self._pid != os.getpid():
+                # Forked without Python's at-fork hooks (uWSGI workers by default), or a
+                # drop-in backend, which the hook does not track: reset before the first id.
+                self._after_fork_in_child()
             message["messageId"] = message_id or self._ids.next()
             if self._sender is None:
                 self._send_to_client(message)
@@ -293,6 +294,7 @@ class SegmentBackend:
         return result
 
     def _after_fork_in_child(self) -> None:
+        self._pid = os.getpid()
         self._ids.reset()
         if self._sender is not None:
             self._sender.after_fork_in_child()
@@ -300,6 +302,18 @@ class SegmentBackend:
 
 # Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
 _LIVE_BACKENDS: weakref.WeakSet[SegmentBackend] = weakref.WeakSet()
+
+
+def _open_spool(spool_dir: str, max_bytes: int, fsync: bool, memory_bytes: int) -> Any:
+    """The spool in ``spool_dir``; memory, with a warning, when the disk refuses it (the
+    application must start). A spool locked by another live backend is an error: say it."""
+    from eventtracking.segment.spool import Spool  # only spooling backends pay for it
+
+    try:
+        return Spool(spool_dir, max_bytes=max_bytes, fsync=fsync, memory_bytes=memory_bytes)
+    except OSError as error:
+        log.warning("SegmentBackend: cannot open the spool in %s (%s): buffering in memory", spool_dir, error)
+        return MemoryBuffer(memory_bytes)
 
 
 def _after_fork_in_child() -> None:

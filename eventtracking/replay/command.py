@@ -10,15 +10,30 @@ Contract:
   resumed run adds nothing new in Segment, which dedupes on messageId.
 * The reader never outruns the backend: past :data:`BACKLOG_BYTES` waiting to be sent it
   waits, so memory stays flat whatever the size of the inputs.
+* The last line of a plain file without its newline yet (the live ``tracking.log`` being
+  written) is a partial line: never counted unreadable and never checkpointed, so the next run
+  reads it again once it is finished; the summary names it. When it already parses as a
+  complete JSON object it is sent too (its messageId is the same once its newline comes, so the
+  next run's resend is deduplicated); otherwise it is left for the next run. A gzip file or
+  stdin will not grow: there a last line without a newline is an ordinary line.
 * With ``--checkpoint FILE``, once at least ``--checkpoint-every`` lines were read (checked
   between chunks of about 100 KB to 1 MB) the reader waits until the backend has had an answer
-  for everything and, when all was delivered, writes the position of each input (see
-  :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines. After a
-  failed delivery the checkpoint stops advancing, so a rerun retries from there.
+  for everything and, when all was settled, writes the position of each input (see
+  :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines. Settled
+  means delivered, skipped by rule, or finally refused by the destination (HTTP 400 and the
+  like: sending it again would be refused again), which is counted as a failed delivery and
+  named in the summary. After any other failed delivery (given up after retries, buffer full,
+  deferred to the spool, an internal error) the checkpoint stops advancing, so a rerun retries
+  from there.
+* The checkpoint records the options that select events (``--name``, ``--since``, ``--until``,
+  ``--anonymous-id-field``) and the destination (``--host`` or ``--local``, and a short digest
+  of the write key, never the key): a checkpoint written with others is refused (exit status 2)
+  rather than skipping lines this run's selection or destination never had.
 * A destination that takes nothing (a batch given up after the backend's retries, or deferred
   to the ``--spool``) ends the run early: resume it later with the checkpoint.
 * Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were
-  unreadable or deliveries failed; 2 on usage errors; 130 when interrupted (Ctrl-C).
+  unreadable or deliveries failed (refused included); 2 on usage errors (a checkpoint that does
+  not match included); 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -35,15 +50,16 @@ from typing import Any, Dict, List, Optional, Pattern, Sequence, TextIO, Tuple
 
 import orjson
 
-from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, head_fingerprint
+from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, head_fingerprint, key_fingerprint
 from eventtracking.replay.events import message_id, to_live_event
 from eventtracking.replay.lines import (
     OVERLONG_LINE,
+    LineReader,
     Source,
     SourceError,
     find_sources,
+    may_grow,
     open_source,
-    read_lines,
 )
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
@@ -60,8 +76,12 @@ SWITCH_INTERVAL = 0.0001
 DEFAULT_CHECKPOINT_EVERY = 20_000
 DRAIN_WAIT = 2.0  # seconds between two looks at the failure counters while waiting for delivery
 UNREADABLE_SHOWN = 10
+FAILED_SHOWN = 10
 # Drops that mean "the destination is not taking anything now": stop reading, resume later.
 STOP_REASONS = ("gave_up", "buffer_full")
+# Drops that are final: the destination answered and refused the message; sending it again
+# would be refused again, so the checkpoint may pass it (every other drop freezes it).
+SETTLED_DROPS = ("refused",)
 _NAME_CACHE_LIMIT = 100_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -187,14 +207,17 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if local_db is not None:
         _check_local_db(local_db)
     excluded = [path for path in (args.checkpoint, local_db) if path]
-    excluded += [f"{path}{suffix}" for path in excluded for suffix in ("-wal", "-shm", "-journal", ".tmp")]
+    excluded += [f"{path}{suffix}" for path in excluded for suffix in ("-wal", "-shm", "-journal")]
     try:
         sources = find_sources(args.paths, exclude=excluded)
-        checkpoint = Checkpoint(args.checkpoint) if args.checkpoint else None
+        checkpoint = None
+        if args.checkpoint:
+            checkpoint = Checkpoint(args.checkpoint, _selection(args, write_key, local_db))
     except (SourceError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
 
     collector = None
+    failures = FailureLog()
     if args.dry_run:
         try:
             sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
@@ -209,7 +232,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             host = args.host
             write_key = write_key or PLACEHOLDER_WRITE_KEY
         try:
-            sink = _make_backend(write_key, host, args)
+            sink = _make_backend(write_key, host, args, failures)
         except UsageError:
             if collector is not None:
                 collector.close()
@@ -223,6 +246,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         checkpoint=None if args.dry_run else checkpoint,
         resume_from=checkpoint,
         checkpoint_every=args.checkpoint_every,
+        failures=failures,
     )
     try:
         summary = replay.run(sources, progress=sys.stderr.isatty())
@@ -238,6 +262,27 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         )
     out.flush()
     return summary.exit_status()
+
+
+def _selection(args: argparse.Namespace, write_key: Optional[str], local_db: Optional[str]) -> Dict[str, Any]:
+    """What the checkpoint must match: the options that select events and, unless this is a dry
+    run (which sends nowhere), the destination, with only a digest of the write key."""
+    selection: Dict[str, Any] = {
+        "name": sorted({pattern.pattern for pattern in args.name}),
+        "since": args.since.isoformat() if args.since else None,
+        "until": args.until.isoformat() if args.until else None,
+        "anonymous_id_field": args.anonymous_id_field or None,
+    }
+    if not args.dry_run:
+        if local_db is not None:
+            selection["destination"] = f"local:{local_db}"
+            write_key = PLACEHOLDER_WRITE_KEY
+        else:
+            from eventtracking.backends.segment import DEFAULT_HOST
+
+            selection["destination"] = (args.host or DEFAULT_HOST).rstrip("/")
+        selection["write_key"] = key_fingerprint(write_key or PLACEHOLDER_WRITE_KEY)
+    return selection
 
 
 def _check_local_db(path: str) -> None:
@@ -267,7 +312,7 @@ def _start_local_collector(path: str) -> Any:
         raise UsageError(f"--local {path}: cannot start the local collector: {exc}") from None
 
 
-def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace) -> Any:
+def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace, on_error: Any = None) -> Any:
     from eventtracking.backends.segment import SegmentBackend
 
     options: Dict[str, Any] = {}
@@ -276,7 +321,7 @@ def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace)
     if args.spool:
         options["spool_dir"] = args.spool
     try:
-        return SegmentBackend(write_key=write_key, host=host, **options)
+        return SegmentBackend(write_key=write_key, host=host, on_error=on_error, **options)
     except Exception as exc:  # the backend's own words say what is wrong with the option
         given = " ".join(f"--{name.replace('_dir', '').replace('_', '-')}" for name in options)
         what = f" with {given}" if given else ""
@@ -284,6 +329,22 @@ def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace)
 
 
 # -- the replay loop ---------------------------------------------------------------------------
+
+
+class FailureLog:
+    """The backend's ``on_error`` hook: keeps the first few failed messages to name them in the
+    summary (by event, timestamp and messageId: the sender no longer knows their line)."""
+
+    def __init__(self, limit: int = FAILED_SHOWN) -> None:
+        self.limit = limit
+        self.shown: List[str] = []
+
+    def __call__(self, reason: str, messages: List[dict]) -> None:
+        for message in messages[: max(self.limit - len(self.shown), 0)]:
+            self.shown.append(
+                f"{reason}: {message.get('event')!r} at {message.get('timestamp')} "
+                f"(messageId {message.get('messageId')})"
+            )
 
 
 class DryRun:
@@ -329,9 +390,11 @@ class Summary:
     filtered: int = 0
     unreadable: int = 0
     unreadable_shown: List[str] = field(default_factory=list)
+    partial: List[str] = field(default_factory=list)  # last lines without a newline yet
     sent: int = 0  # delivered (acknowledged by the destination); a dry run: would be sent
     skipped: Dict[str, int] = field(default_factory=dict)
     failed: Dict[str, int] = field(default_factory=dict)
+    failed_shown: List[str] = field(default_factory=list)
     stopped: Optional[str] = None
     interrupted: bool = False
     elapsed: float = 0.0
@@ -369,7 +432,14 @@ class Summary:
         lines += [f"      {where}" for where in self.unreadable_shown]
         if self.unreadable > len(self.unreadable_shown):
             lines.append(f"      ... and {self.unreadable - len(self.unreadable_shown):,} more")
+        if self.partial:
+            count = f"{len(self.partial):,} (no newline yet: not checkpointed)"
+            lines.append(f"  {'partial last lines':<21} {count}")
+            lines += [f"      {where}" for where in self.partial]
         lines.append(f"  {'failed deliveries':<21} {self.failed_total:,}{_reasons(self.failed)}")
+        lines += [f"      {what}" for what in self.failed_shown]
+        if self.failed_total > len(self.failed_shown) and self.failed_shown:
+            lines.append(f"      ... and {self.failed_total - len(self.failed_shown):,} more")
         lines.append(f"  {'elapsed':<21} {self.elapsed:.1f} s ({rate:,.0f} lines/s)")
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")
@@ -397,6 +467,7 @@ class Replay:
         checkpoint: Optional[Checkpoint] = None,
         resume_from: Optional[Checkpoint] = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        failures: Optional[FailureLog] = None,
     ) -> None:
         self.sink = sink
         self.names = list(names)
@@ -406,6 +477,7 @@ class Replay:
         self.checkpoint = checkpoint  # written to (None: a dry run never writes)
         self.resume_from = resume_from or checkpoint  # read from
         self.checkpoint_every = checkpoint_every
+        self.failures = failures
         self.summary = Summary(dry_run=isinstance(sink, DryRun))
         self._name_matches: Dict[Any, bool] = {}
         self._positions: Dict[str, Tuple[int, str]] = {}  # read, not yet checkpointed
@@ -458,7 +530,13 @@ class Replay:
         head = ""
         try:
             with open_source(source) as stream:
-                for lines in read_lines(stream):
+                reader = LineReader(stream)
+                growing = may_grow(source, stream)
+                for lines in reader:
+                    if reader.unterminated and growing:
+                        if line_number >= skip_through:
+                            self._partial_line(source, line_number + 1, lines[0])
+                        break  # never checkpointed: the next run reads it again
                     if line_number == 0 and lines:
                         head = head_fingerprint(lines[0])
                         if self.resume_from is not None:
@@ -493,6 +571,31 @@ class Replay:
             # A truncated or corrupt gzip, a disk error: what was read counts, the rest is unreadable.
             summary.add_unreadable(f"{source.name}:{line_number + 1}", f"cannot read further ({exc})")
         summary.acknowledged += min(skip_through, line_number)
+
+    def _partial_line(self, source: Source, line_number: int, line: bytes) -> None:
+        """The last line of a file that may grow, its newline not written yet (see module doc)."""
+        where = f"{source.name}:{line_number}"
+        start = line.find(b"{")
+        if start < 0:  # OVERLONG_LINE included
+            if line.strip():
+                self.summary.partial.append(f"{where}: left for the next run")
+            return
+        text = line[start:].rstrip()
+        try:
+            event = to_live_event(orjson.loads(text))
+        except orjson.JSONDecodeError:
+            self.summary.partial.append(f"{where}: left for the next run")
+            return
+        summary = self.summary
+        summary.lines += 1
+        summary.events += 1
+        summary.partial.append(f"{where}: complete JSON, sent (the next run reads it again)")
+        if (self.names or self.since or self.until) and not self._wanted(event):
+            summary.filtered += 1
+            return
+        if self.rate is not None:
+            self._throttle()
+        self.sink.send(event, message_id(text, line_number))
 
     def _unreadable(self, source: Source, line_number: int, line: bytes) -> None:
         reason = "line longer than 16 MiB" if line is OVERLONG_LINE else "no JSON object on the line"
@@ -572,7 +675,8 @@ class Replay:
         if self.checkpoint is None or self._frozen:
             return
         stats = self.sink.stats()
-        if stats["dropped"] or stats.get("deferred"):
+        unsettled = [reason for reason, n in stats["dropped"].items() if n and reason not in SETTLED_DROPS]
+        if unsettled or stats.get("deferred"):
             self._frozen = True  # a rerun must retry what was not delivered: never record past it
             return
         if self._positions:
@@ -585,6 +689,8 @@ class Replay:
         summary.sent = stats["accepted"] if summary.dry_run else stats["delivered"]
         summary.skipped = dict(stats["skipped"])
         summary.failed = dict(stats["dropped"])
+        if self.failures is not None:
+            summary.failed_shown = list(self.failures.shown)
         left = stats.get("in_flight", 0)
         if left:
             summary.failed["not_answered"] = left

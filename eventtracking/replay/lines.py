@@ -18,7 +18,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, List
+from typing import Any, BinaryIO, Iterable, Iterator, List
 
 STDIN = "-"
 CHUNK_BYTES = 1 << 20
@@ -77,51 +77,97 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
     """A binary stream of the source's decompressed bytes; closed after (stdin is left open)."""
     if source.is_stdin:
         raw = sys.stdin.buffer
-        if not isinstance(raw, io.BufferedReader):
-            raw = io.BufferedReader(raw)  # peek() below needs a buffer
-        yield gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == _GZIP_MAGIC else raw
+        # A pipe's first read may give a single byte: read until 2 bytes (or the end) before
+        # deciding, then give those bytes back in front of the rest.
+        head = b""
+        while len(head) < 2:
+            piece = raw.read(2 - len(head))
+            if not piece:
+                break
+            head += piece
+        stream = io.BufferedReader(_Prefixed(head, raw), CHUNK_BYTES)
+        yield gzip.GzipFile(fileobj=stream, mode="rb") if head == _GZIP_MAGIC else stream  # type: ignore[misc]
         return
     with open(source.key, "rb", buffering=CHUNK_BYTES) as raw:
-        if raw.peek(2)[:2] == _GZIP_MAGIC:
+        if raw.peek(2)[:2] == _GZIP_MAGIC:  # a regular file's read gives all it asks for
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:
             yield raw
 
 
+def may_grow(source: Source, stream: BinaryIO) -> bool:
+    """True when more may be appended to the source later: a plain file (a live ``tracking.log``),
+    not stdin (a stream that ended) nor gzip (a rotated, finished log)."""
+    return not source.is_stdin and not isinstance(stream, gzip.GzipFile)
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that gives ``head`` first, then what ``stream`` gives (not closing it)."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        super().__init__()
+        self._head = head
+        self._read = stream.read1 if hasattr(stream, "read1") else stream.read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            data, self._head = self._head[: len(buffer)], self._head[len(buffer) :]
+        else:
+            data = self._read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def read_lines(stream: BinaryIO) -> Iterator[List[bytes]]:
-    """Yield the stream's lines (without the newline), a list per chunk read.
+    """Yield the stream's lines (without the newline), a list per chunk read (see :class:`LineReader`)."""
+    return iter(LineReader(stream))
+
+
+class LineReader:
+    """Iterate over a stream's lines (without the newline), a list per chunk read.
 
     Chunks come from ``read1``: what one read of the file, the pipe or the gzip member gives
     (at most :data:`CHUNK_BYTES`), so a slow pipe is followed as it goes and a truncated gzip
     file loses only its last piece. A line longer than :data:`MAX_LINE_BYTES` comes out as
-    :data:`OVERLONG_LINE`. A last line without a newline is still a line.
+    :data:`OVERLONG_LINE`. A last line without a newline is still a line: it comes last, alone
+    in its list, and :attr:`unterminated` is True from then on (a live file's line being written,
+    or a file that simply ends without a newline).
     """
-    read = stream.read1 if hasattr(stream, "read1") else stream.read
-    pending = b""
-    overlong = False  # inside a line already found too long: drop bytes until its newline
-    while True:
-        chunk = read(CHUNK_BYTES)
-        if not chunk:
-            break
-        lines = chunk.split(b"\n")
-        tail = lines.pop()
-        if lines:
-            if overlong:
-                lines[0] = OVERLONG_LINE
-                overlong = False
-            elif pending:
-                lines[0] = pending + lines[0]
-                if len(lines[0]) > MAX_LINE_BYTES:
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.unterminated = False
+
+    def __iter__(self) -> Iterator[List[bytes]]:
+        stream = self.stream
+        read = stream.read1 if hasattr(stream, "read1") else stream.read
+        pending = b""
+        overlong = False  # inside a line already found too long: drop bytes until its newline
+        while True:
+            chunk = read(CHUNK_BYTES)
+            if not chunk:
+                break
+            lines = chunk.split(b"\n")
+            tail = lines.pop()
+            if lines:
+                if overlong:
                     lines[0] = OVERLONG_LINE
-            pending = tail
-            yield lines
-        elif not overlong:
-            pending += tail
-        if not overlong and len(pending) > MAX_LINE_BYTES:
-            overlong = True
-            pending = b""
-    if overlong:
-        yield [OVERLONG_LINE]
-    elif pending:
-        yield [pending]
+                    overlong = False
+                elif pending:
+                    lines[0] = pending + lines[0]
+                    if len(lines[0]) > MAX_LINE_BYTES:
+                        lines[0] = OVERLONG_LINE
+                pending = tail
+                yield lines
+            elif not overlong:
+                pending += tail
+            if not overlong and len(pending) > MAX_LINE_BYTES:
+                overlong = True
+                pending = b""
+        if overlong or pending:
+            self.unterminated = True
+            yield [OVERLONG_LINE if overlong else pending]

@@ -139,17 +139,26 @@ class Sender:
     # -- the thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Nothing may end this loop but stop: a dead sender would strand the buffer for good.
         while True:
-            batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, self._stop)
+            try:
+                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, self._stop)
+            except Exception:  # e.g. a spool's disk error: wait, then try again
+                log.exception("sender could not take a batch; trying again in 1 s")
+                if self._stop.wait(1.0):
+                    return
+                continue
             if not batch:
                 return
             try:
                 self._deliver(batch)
-            except Exception:  # a bug here must not kill the thread and strand the buffer
+            except Exception:
                 log.exception("sender failed on a batch of %d messages", len(batch))
                 self._drop("internal_error", batch)
-            finally:
+            try:
                 self.buffer.done(batch)
+            except Exception:
+                log.exception("sender could not settle a batch of %d messages", len(batch))
 
     def _deliver(self, batch: list[bytes]) -> None:
         deadline = time.monotonic() + self.retry_budget
