@@ -103,6 +103,7 @@ def collector_process(directory: str | None = None) -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(timeout=30)
+            process.stdout.close()
 
 
 def received(url: str) -> int:
