@@ -78,7 +78,8 @@ class SegmentBackend:
     ``max_buffer_bytes`` (64 MiB), ``max_batch_size`` (500 messages), ``flush_interval``
     (0.5 s: how long the sender waits to fill a batch), ``retry_timeout`` (60 s per batch),
     ``gzip`` (False, or a compression level), ``timeout`` (15 s per request),
-    ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``,
+    ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``
+    (called on the sender thread with the decoded messages finally refused or given up on),
     ``spool_dir`` (keep accepted events on disk until acknowledged; see
     :mod:`eventtracking.segment.spool`), ``spool_max_bytes`` (1 GiB), ``fsync`` (False).
     Mapping options, both modes: ``exclude_fields``, ``anonymize_ip``, ``anonymous_id_field``
