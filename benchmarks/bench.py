@@ -35,6 +35,9 @@ import orjson
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+import demo  # noqa: E402
 
 from eventtracking.backends.routing import RoutingBackend  # noqa: E402
 from eventtracking.backends.segment import SegmentBackend, _global_client  # noqa: E402
@@ -171,27 +174,8 @@ def run_ours(url: str, events: list[dict], **options) -> dict:
 
 def run_routed(url: str, events: list[dict]) -> dict:
     """Ours as Open edX runs it: the tracker's router → a "segmentio" router with a whitelist
-    processor → SegmentBackend, built from an EVENT_TRACKING_BACKENDS-style dict."""
-    settings = {
-        "segmentio": {
-            "ENGINE": "eventtracking.backends.routing.RoutingBackend",
-            "OPTIONS": {
-                "backends": {
-                    "segment": {
-                        "ENGINE": "eventtracking.backends.segment.SegmentBackend",
-                        "OPTIONS": {"write_key": WRITE_KEY, "host": url},
-                    }
-                },
-                "processors": [
-                    {
-                        "ENGINE": "eventtracking.processors.whitelist.NameWhitelistProcessor",
-                        "OPTIONS": {"whitelist": ["edx.course.enrollment.activated"]},
-                    }
-                ],
-            },
-        }
-    }
-    tracker_router = RoutingBackend(backends=load(settings))
+    processor → SegmentBackend, built from the demo's EVENT_TRACKING_BACKENDS-style dict."""
+    tracker_router = RoutingBackend(backends=load(demo.settings(url)))
     backend = tracker_router.backends["segmentio"].backends["segment"]
     try:
         return measure("  the same, via Open edX routing", url, events, tracker_router.send, backend.flush)

@@ -10,32 +10,13 @@ from eventtracking.loader import load
 from eventtracking.tracker import Tracker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
 
-
-def openedx_settings(url: str) -> dict:
-    return {
-        "segmentio": {
-            "ENGINE": "eventtracking.backends.routing.RoutingBackend",
-            "OPTIONS": {
-                "backends": {
-                    "segment": {
-                        "ENGINE": "eventtracking.backends.segment.SegmentBackend",
-                        "OPTIONS": {"write_key": "e2e-key", "host": url, "flush_interval": 0.05},
-                    }
-                },
-                "processors": [
-                    {
-                        "ENGINE": "eventtracking.processors.whitelist.NameWhitelistProcessor",
-                        "OPTIONS": {"whitelist": ["edx.course.enrollment.activated"]},
-                    }
-                ],
-            },
-        }
-    }
+import demo  # noqa: E402  (the demo's Open edX-style settings are what this test runs)
 
 
 def test_tracker_to_collector_through_routing_and_whitelist(collector):
-    tracker = Tracker(backends=load(openedx_settings(collector.url)))
+    tracker = Tracker(backends=load(demo.settings(collector.url)))
     with tracker.context("edx.request", {"user_id": 3, "host": "lms.example.org", "path": "/enroll"}):
         with tracker.context("edx.course", {"course_id": "course-v1:X+Y+Z"}):
             tracker.emit("edx.course.enrollment.activated", {"mode": "audit"})
