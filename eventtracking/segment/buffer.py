@@ -20,7 +20,32 @@ from itertools import accumulate, repeat
 from typing import Optional
 
 
-class MemoryBuffer:
+class SenderWait:
+    """How the sender waits for items, shared by the memory buffer and the spool.
+
+    The sender says how many items it wants (``_wait``); ``put`` wakes it once when that many
+    are there (``_wake_if_wanted``). Waking costs more than the append, so it happens only when
+    asked, and only once: a notify per put would tax every event while the sender is slow to
+    wake. Subclasses own ``_lock``, ``_readable`` (a Condition on it) and ``_wanted``.
+    """
+
+    _readable: threading.Condition
+    _wanted: int
+
+    def _wait(self, wanted: int, timeout: float) -> None:
+        self._wanted = wanted
+        try:
+            self._readable.wait(timeout)
+        finally:
+            self._wanted = 0
+
+    def _wake_if_wanted(self, available: int) -> None:
+        if self._wanted and available >= self._wanted:
+            self._wanted = 0
+            self._readable.notify()
+
+
+class MemoryBuffer(SenderWait):
     """A FIFO of encoded messages bounded by their total size in bytes. Thread-safe.
 
     Callers append to ``_items``; the sender swaps that list out whole into ``_backlog`` and
@@ -54,10 +79,7 @@ class MemoryBuffer:
             self._items.append(item)
             self._bytes += size
             self.accepted += 1
-            # Waking the sender costs more than the append: only do it when it asked, once.
-            if self._wanted and len(self._items) >= self._wanted:
-                self._wanted = 0
-                self._readable.notify()
+            self._wake_if_wanted(len(self._items))
         return True
 
     def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
@@ -98,13 +120,6 @@ class MemoryBuffer:
             self._bytes -= size
             self._taken += len(batch)
             return batch
-
-    def _wait(self, wanted: int, timeout: float) -> None:
-        self._wanted = wanted
-        try:
-            self._readable.wait(timeout)
-        finally:
-            self._wanted = 0
 
     def wake(self) -> None:
         """Wake a sender blocked in ``take`` (after ``stop`` was set, or to flush early)."""

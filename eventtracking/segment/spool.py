@@ -80,7 +80,7 @@ from typing import Any, Iterator, Optional
 
 import orjson
 
-from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.segment.buffer import MemoryBuffer, SenderWait
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ def _pwrite_all(fd: int, data: bytes, position: int) -> None:
         position += written
 
 
-class Spool:
+class Spool(SenderWait):
     """A durable, bounded FIFO of encoded messages in ``directory``. Thread-safe; one reader."""
 
     def __init__(
@@ -320,8 +320,7 @@ class Spool:
             if not self._append([item], [record]):
                 return False
             self._accepted += 1
-            if self._wanted and len(self._memory) + self._disk_count >= self._wanted:
-                self._readable.notify()
+            self._wake_if_wanted(len(self._memory) + self._disk_count)
         return True
 
     def _append(self, items: list[bytes], records: list[bytes]) -> bool:
@@ -559,13 +558,6 @@ class Spool:
                         self.directory, DEAD_LETTER_FILE, self.max_bytes, len(batch))
 
     # -- waiting, state, lifecycle -------------------------------------------------------------
-
-    def _wait(self, wanted: int, timeout: float) -> None:
-        self._wanted = wanted
-        try:
-            self._readable.wait(timeout)
-        finally:
-            self._wanted = 0
 
     def wake(self) -> None:
         """Wake a sender blocked in ``take``."""
