@@ -286,10 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ratio = ours["caller_cpu_us"] / limit["caller_cpu_us"]
         print(
             f"caller cost, ours / limit: {caller_ratio:.2f}x   (target <= 1.5x)  "
-            + _verdict(caller_ratio <= 1.5)
+            + verdict(caller_ratio <= 1.5)
         )
         print(f"caller CPU,  ours / limit: {cpu_ratio:.2f}x   (the calling thread's own CPU time)")
-        print(f"end-to-end,  ours / limit: {eps_ratio:.2f}x   (target >= 0.8x)  {_verdict(eps_ratio >= 0.8)}")
+        print(f"end-to-end,  ours / limit: {eps_ratio:.2f}x   (target >= 0.8x)  {verdict(eps_ratio >= 0.8)}")
         print(f"caller cost, classic / ours: {classic['caller_us'] / ours['caller_us']:.1f}x faster")
         print(f"end-to-end,  ours / classic: {ours['eps'] / classic['eps']:.1f}x faster")
         lost = ours["events"] - ours["arrived"]
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak RSS grew {grown_mb:.0f} MiB "
                 # the buffer counts message bytes; each held message also has ~50 bytes of object
                 # and list overhead (4% at 1.4 KB), plus one batch in flight and the thread
-                f"(bound: buffer + 5% + 16 MiB)  {_verdict(grown_mb <= args.buffer_mb * 1.05 + 16)}"
+                f"(bound: buffer + 5% + 16 MiB)  {verdict(grown_mb <= args.buffer_mb * 1.05 + 16)}"
             )
             print(
                 f"  accepted {stats['accepted']:,}, delivered {stats['delivered']:,}, "
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import collector_process  # noqa: E402
+from bench import received as stored  # noqa: E402
 
 WRITE_KEY = "bench-write-key"
 TARGET_RATIO = 5.0
@@ -54,38 +55,70 @@ def log_line(i: int, rng: random.Random) -> bytes:
     block = f"block-v1:edX+DemoX+{2020 + i % 5}+type@problem+block@{rng.getrandbits(64):016x}"
     kind = i % 4
     if kind == 3:
-        return b'2025-01-01 00:00:00,000 INFO 12 [tracking] logger.py:41 - ' + orjson.dumps({
-            "name": "edx.grades.problem.submitted",
-            "timestamp": when,
-            "context": {
-                "user_id": user, "username": f"learner{user}", "course_id": course, "org_id": "edX",
-                "ip": "203.0.113.42", "agent": agent, "host": "courses.example.org",
-                "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check",
-                "session": f"{rng.getrandbits(128):032x}",
-            },
-            "data": {"problem_id": block, "weighted_earned": 1, "weighted_possible": 2},
-        })
+        return b"2025-01-01 00:00:00,000 INFO 12 [tracking] logger.py:41 - " + orjson.dumps(
+            {
+                "name": "edx.grades.problem.submitted",
+                "timestamp": when,
+                "context": {
+                    "user_id": user,
+                    "username": f"learner{user}",
+                    "course_id": course,
+                    "org_id": "edX",
+                    "ip": "203.0.113.42",
+                    "agent": agent,
+                    "host": "courses.example.org",
+                    "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check",
+                    "session": f"{rng.getrandbits(128):032x}",
+                },
+                "data": {"problem_id": block, "weighted_earned": 1, "weighted_possible": 2},
+            }
+        )
     common = {
-        "username": f"learner{user}", "ip": "203.0.113.42", "agent": agent, "host": "courses.example.org",
-        "referer": f"https://courses.example.org/courses/{course}/courseware/", "accept_language": "en-US",
-        "session": f"{rng.getrandbits(128):032x}", "time": when,
+        "username": f"learner{user}",
+        "ip": "203.0.113.42",
+        "agent": agent,
+        "host": "courses.example.org",
+        "referer": f"https://courses.example.org/courses/{course}/courseware/",
+        "accept_language": "en-US",
+        "session": f"{rng.getrandbits(128):032x}",
+        "time": when,
     }
     if kind == 1:
         payload = {"id": block.replace("problem", "video"), "code": "html5", "currentTime": rng.random()}
-        return orjson.dumps({
-            **common, "event_source": "browser", "name": "play_video", "event_type": "play_video",
-            "event": orjson.dumps(payload).decode(),
-            "page": f"https://courses.example.org/courses/{course}/courseware/week1/",
-            "context": {"user_id": user, "org_id": "edX", "course_id": course, "path": "/event"},
-        })
-    return orjson.dumps({
-        **common, "event_source": "server", "name": "problem_check", "event_type": "problem_check",
-        "event": {"problem_id": block, "answers": {f"{block}_2_1": "choice_2"}, "grade": 1, "max_grade": 2,
-                  "success": "incorrect", "attempts": 1 + i % 3},
-        "page": None,
-        "context": {"user_id": user, "org_id": "edX", "course_id": course,
-                    "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check"},
-    })
+        return orjson.dumps(
+            {
+                **common,
+                "event_source": "browser",
+                "name": "play_video",
+                "event_type": "play_video",
+                "event": orjson.dumps(payload).decode(),
+                "page": f"https://courses.example.org/courses/{course}/courseware/week1/",
+                "context": {"user_id": user, "org_id": "edX", "course_id": course, "path": "/event"},
+            }
+        )
+    return orjson.dumps(
+        {
+            **common,
+            "event_source": "server",
+            "name": "problem_check",
+            "event_type": "problem_check",
+            "event": {
+                "problem_id": block,
+                "answers": {f"{block}_2_1": "choice_2"},
+                "grade": 1,
+                "max_grade": 2,
+                "success": "incorrect",
+                "attempts": 1 + i % 3,
+            },
+            "page": None,
+            "context": {
+                "user_id": user,
+                "org_id": "edX",
+                "course_id": course,
+                "path": f"/courses/{course}/xblock/{block}/handler/xmodule_handler/problem_check",
+            },
+        }
+    )
 
 
 def write_log(path: str, lines: int) -> float:
@@ -107,10 +140,6 @@ def write_log(path: str, lines: int) -> float:
 
 
 # -- the runs --------------------------------------------------------------------------------
-
-
-def stored(url: str) -> int:
-    return int(orjson.loads(urllib3.request("GET", f"{url}/health", timeout=60).data)["messages"])
 
 
 def run_measured(command: List[str]) -> Tuple[float, float, str]:
@@ -165,7 +194,7 @@ def collector_ceiling(log: str, url: str) -> float:
     messages: List[bytes] = []
     with gzip.open(log, "rb") as lines:
         for number, line in enumerate(lines, 1):
-            text = line[line.find(b"{"):].rstrip()
+            text = line[line.find(b"{") :].rstrip()
             message = to_track_message(to_live_event(orjson.loads(text)))
             message["messageId"] = message_id(text, number)
             messages.append(encode(message))
@@ -231,7 +260,9 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines in the log (default 1,000,000)")
     parser.add_argument(
-        "--naive-lines", type=int, default=None,
+        "--naive-lines",
+        type=int,
+        default=None,
         help="lines for the naive run (default: --lines); its rate is compared per line",
     )
     parser.add_argument(
@@ -278,10 +309,14 @@ def main(argv: List[str] | None = None) -> int:
     ratio = ours_rate / naive_rate
     print()
     print(f"{'replay':8} {'lines':>11} {'seconds':>9} {'lines/s':>10} {'stored':>11} {'peak RSS':>10}")
-    print(f"{'ours':8} {args.lines:>11,} {ours_seconds:>9.1f} {ours_rate:>10,.0f} {ours_stored:>11,} "
-          f"{ours_rss:>7.0f} MiB")
-    print(f"{'naive':8} {naive_lines:>11,} {naive_seconds:>9.1f} {naive_rate:>10,.0f} {naive_stored:>11,} "
-          f"{naive_rss:>7.0f} MiB")
+    print(
+        f"{'ours':8} {args.lines:>11,} {ours_seconds:>9.1f} {ours_rate:>10,.0f} {ours_stored:>11,} "
+        f"{ours_rss:>7.0f} MiB"
+    )
+    print(
+        f"{'naive':8} {naive_lines:>11,} {naive_seconds:>9.1f} {naive_rate:>10,.0f} {naive_stored:>11,} "
+        f"{naive_rss:>7.0f} MiB"
+    )
     print()
     verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
     print(f"ours / naive: {ratio:.1f}x faster (target >= {TARGET_RATIO:.0f}x)  {verdict}")

@@ -19,10 +19,8 @@ one run; ``--dir`` puts the spools on the filesystem to measure (fsync cost depe
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ from typing import Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import WRITE_KEY, collector_process, openedx_event, received  # noqa: E402
+from bench import WRITE_KEY, collector_process, measure, median_row, openedx_event, verdict  # noqa: E402
 
 from eventtracking.backends.segment import SegmentBackend  # noqa: E402
 from eventtracking.segment.spool import Spool, encode_record  # noqa: E402
@@ -41,35 +39,12 @@ _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def run_mode(label: str, url: str, events: list[dict], **options) -> dict:
-    """One backend: time the send loop (wall and the caller thread's CPU), then until all arrived."""
+    """One backend, timed as bench.py times every path."""
     backend = SegmentBackend(write_key=WRITE_KEY, host=url, **options)
     try:
-        before = received(url)
-        gc.collect()
-        start, cpu_start = time.perf_counter(), time.thread_time()
-        for event in events:
-            backend.send(event)
-        sent, cpu_sent = time.perf_counter(), time.thread_time()
-        backend.flush(300)
-        done = time.perf_counter()
-        return {
-            "label": label,
-            "caller_us": (sent - start) / len(events) * 1e6,
-            "caller_cpu_us": (cpu_sent - cpu_start) / len(events) * 1e6,
-            "eps": len(events) / (done - start),
-            "arrived": received(url) - before,
-            "events": len(events),
-        }
+        return measure(label, url, events, backend.send, lambda: backend.flush(300))
     finally:
         backend.close(10)
-
-
-def median_row(rows: list[dict]) -> dict:
-    result = dict(rows[0])
-    for key in ("caller_us", "caller_cpu_us", "eps"):
-        result[key] = statistics.median(row[key] for row in rows)
-    result["arrived"] = min(row["arrived"] for row in rows)
-    return result
 
 
 def per_put_us(put: Callable[[bytes], object], payload: bytes, count: int) -> float:
@@ -175,8 +150,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print()
         caller_ratio = spool["caller_us"] / memory["caller_us"]
         eps_ratio = spool["eps"] / memory["eps"]
-        print(f"spool caller cost / memory: {caller_ratio:.2f}x (target <= 3x) {_verdict(caller_ratio <= 3)}")
-        print(f"spool end-to-end / memory:  {eps_ratio:.2f}x (target >= 0.5x) {_verdict(eps_ratio >= 0.5)}")
+        print(f"spool caller cost / memory: {caller_ratio:.2f}x (target <= 3x) {verdict(caller_ratio <= 3)}")
+        print(f"spool end-to-end / memory:  {eps_ratio:.2f}x (target >= 0.5x) {verdict(eps_ratio >= 0.5)}")
         extra = synced["caller_us"] - spool["caller_us"]
         print(f"fsync: {extra:.0f} µs more per event than the plain spool (the caller waits for the disk)")
         for row in rows:
@@ -189,10 +164,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             for label, micros in compare_formats(tmp, max(2000, args.events // 4)):
                 print(f"  {label:36} {micros:8.1f}")
     return 0
-
-
-def _verdict(ok: bool) -> str:
-    return "ok" if ok else "MISSED"
 
 
 if __name__ == "__main__":

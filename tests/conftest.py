@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from eventtracking import tracker
 from eventtracking.collector import Collector
 
 
@@ -13,3 +14,12 @@ def collector():
     with Collector() as running:
         yield running
     running.close()  # stop() keeps the store readable; close() releases it
+
+
+@pytest.fixture
+def saved_trackers():
+    """Restore the global tracker registry after the test."""
+    saved = dict(tracker.TRACKERS)
+    yield
+    tracker.TRACKERS.clear()
+    tracker.TRACKERS.update(saved)

@@ -72,14 +72,6 @@ OPEN_EDX_BACKENDS = {
 }
 
 
-@pytest.fixture
-def saved_trackers():
-    saved = dict(tracker.TRACKERS)
-    yield
-    tracker.TRACKERS.clear()
-    tracker.TRACKERS.update(saved)
-
-
 def run_python(code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)

@@ -39,15 +39,6 @@ def trk(recorder):
     return Tracker(backends={"rec": recorder})
 
 
-@pytest.fixture
-def saved_trackers():
-    """Restore the global tracker registry after the test."""
-    saved = dict(tracker.TRACKERS)
-    yield
-    tracker.TRACKERS.clear()
-    tracker.TRACKERS.update(saved)
-
-
 def test_emit_builds_event_with_exact_shape(trk, recorder):
     trk.emit("edx.test.event", {"a": 1})
     assert len(recorder.events) == 1
