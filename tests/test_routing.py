@@ -287,3 +287,25 @@ def test_isolated_copy_keeps_cycles_like_deepcopy():
     event["data"]["self"] = event["data"]
     copied = isolated_copy(event)
     assert copied["data"]["self"] is copied["data"] and copied["data"] is not event["data"]
+
+
+def test_a_nested_router_does_not_copy_again_and_branches_stay_isolated(monkeypatch):
+    from eventtracking.backends import routing
+
+    copies = []
+    real_copy = routing.isolated_copy
+    monkeypatch.setattr(routing, "isolated_copy", lambda event: copies.append(1) or real_copy(event))
+
+    def mutate(event):
+        event["data"]["touched"] = True
+
+    calls = []
+    inner_rec = RecordingBackend(calls, "inner")
+    inner = RoutingBackend(backends={"rec": inner_rec}, processors=[mutate])
+    outer_rec = RecordingBackend(calls, "z-outer")
+    outer = RoutingBackend(backends={"a-inner": inner, "z-outer": outer_rec})
+    original = make_event()
+    outer.send(original)
+    assert len(copies) == 2  # arrival at the outer router + one for the first branch, none inside
+    assert inner_rec.events[0]["data"]["touched"] is True
+    assert "touched" not in outer_rec.events[0]["data"] and "touched" not in original["data"]

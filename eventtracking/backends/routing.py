@@ -87,13 +87,14 @@ class RoutingBackend:
 
         Never raises: see the class docstring for what happens to failures.
         """
+        self._route(isolated_copy(event))
+
+    def _route(self, event: Any) -> None:
+        """``send`` for an event this router owns: no one else holds it, so no copy is
+        needed (a parent router hands its children events they own this way)."""
         try:
-            event = isolated_copy(event)
             processed = self.process_event(event)
         except EventEmissionExit:
-            return
-        except Exception:
-            LOG.exception("Failed to prepare event for routing; dropping it")
             return
         self.send_to_backends(processed)
 
@@ -119,18 +120,22 @@ class RoutingBackend:
 
     def send_to_backends(self, event: Any) -> None:
         """
-        Send `event` to every backend in name order, each getting its own copy.
+        Send `event` to every backend in registration order, each getting its own copy.
 
         The last backend receives `event` itself, which is safe because every earlier
         backend was given a copy taken before it ran; so `event` must be owned by this
-        router (``send`` guarantees that). Logs and swallows backend exceptions.
+        router (``send`` guarantees that). A nested router is handed its copy as its
+        own, so it does not copy again. Logs and swallows backend exceptions.
         """
         names = list(self.backends)
         for index, name in enumerate(names):
             backend = self.backends[name]
             try:
                 payload = event if index == len(names) - 1 else isolated_copy(event)
-                backend.send(payload)
+                if isinstance(backend, RoutingBackend):
+                    backend._route(payload)
+                else:
+                    backend.send(payload)
             except Exception:
                 LOG.exception("Unable to send event to backend: %s", name)
 
