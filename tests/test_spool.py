@@ -403,7 +403,7 @@ def test_a_forked_child_buffers_in_memory_and_the_parent_keeps_the_spool(collect
         if pid == 0:
             for i in range(50):
                 backend.send({"name": "child", "context": {"user_id": i}})
-            ok = backend.flush(30) and backend.stats()["spool"]["mode"].startswith("memory")
+            ok = backend.flush(30) and "spool" not in backend.stats()  # memory: no spool figures
             try:
                 Spool(SPOOL)
                 ok = False  # the parent's lock must still hold
@@ -413,7 +413,7 @@ def test_a_forked_child_buffers_in_memory_and_the_parent_keeps_the_spool(collect
         status = os.waitpid(pid, 0)[1]
         for i in range(50):
             backend.send({"name": "parent.after", "context": {"user_id": i}})
-        assert backend.flush(30) and backend.stats()["spool"]["mode"] == "disk"
+        assert backend.flush(30) and "spool" in backend.stats()  # the parent still spools
         sys.exit(status)
         """,
         URL=collector.url,

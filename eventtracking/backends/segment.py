@@ -295,6 +295,7 @@ class SegmentBackend:
         self._ids.reset()
         if self._sender is not None:
             self._sender.after_fork_in_child()
+            self._buffer = self._sender.buffer  # a spool's child buffers in memory
 
 
 # Owned-mode backends alive in this process: reset in a forked child, flushed at exit.

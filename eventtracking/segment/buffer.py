@@ -162,10 +162,12 @@ class MemoryBuffer(SenderWait):
     def close(self) -> None:
         """Nothing to release in memory."""
 
-    def discard_inherited(self) -> None:
-        """After ``fork()`` in the child: the parent delivers what it had; start empty.
+    def discard_inherited(self) -> MemoryBuffer:
+        """After ``fork()`` in the child: the parent delivers what it had; return the buffer the
+        child uses from now on (this one, emptied; a spool returns a memory buffer instead).
 
         The locks are replaced, not acquired: a thread of the parent may have held them.
         """
         self.accepted = 0
         self._reset()
+        return self

@@ -132,7 +132,7 @@ class Sender:
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self._give_up = threading.Event()
-        self.buffer.discard_inherited()
+        self.buffer = self.buffer.discard_inherited()
         self.transport.reset()
         self.counters.reset_after_fork()
 

@@ -207,7 +207,6 @@ class Spool(SenderWait):
         self._idle = threading.Condition(self._lock)  # flush() waits here for "all acknowledged"
         self._wanted = 0  # the sender waits until this many records are there (0: not waiting)
         self._flushers = 0  # threads in wait_idle(): the sender must not linger
-        self._fallback: Optional[MemoryBuffer] = None  # set in a forked child
         self._closed = False
         # Not yet taken, in order: first the memory copies (record, segment, end offset), then
         # from _disk_from on what is only on disk. Puts go to memory only while nothing is
@@ -311,8 +310,6 @@ class Spool(SenderWait):
 
     def put(self, item: bytes) -> bool:
         """Write one encoded message; False (nothing kept) past ``max_bytes`` or when the write fails."""
-        if self._fallback is not None:
-            return self._fallback.put(item)
         record = encode_record(item)
         with self._lock:
             if not item or self._closed or self._pending_bytes + len(record) > self.max_bytes:
@@ -380,8 +377,6 @@ class Spool(SenderWait):
 
     def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
         """The next batch, as :meth:`MemoryBuffer.take`, but [] as soon as ``stop`` is set."""
-        if self._fallback is not None:
-            return self._fallback.take(max_count, max_bytes, linger, stop)
         while True:
             with self._lock:
                 while not self._memory and self._disk_from is None:
@@ -482,8 +477,6 @@ class Spool(SenderWait):
 
     def done(self, batch: list[bytes]) -> None:
         """The server gave its final answer for ``batch``: acknowledge it on disk."""
-        if self._fallback is not None:
-            return self._fallback.done(batch)
         with self._lock:
             if self._closed or not self._in_flight:
                 return  # closed: not acknowledged, so the next process sends it again
@@ -529,8 +522,6 @@ class Spool(SenderWait):
         """Append ``batch`` again at the tail (past ``max_bytes`` if need be): it is tried later.
 
         All or nothing: one write; False, with nothing of ``batch`` queued, when it fails."""
-        if self._fallback is not None:
-            return self._fallback.keep_for_later(batch)
         with self._lock:
             if self._closed or not batch:
                 return True  # closed: not acknowledged, so still on disk for the next process
@@ -541,8 +532,6 @@ class Spool(SenderWait):
 
     def dead_letter(self, reason: str, batch: list[bytes]) -> None:
         """Append the finally refused messages to ``deadletters.jsonl`` (see the module docstring)."""
-        if self._fallback is not None:
-            return self._fallback.dead_letter(reason, batch)
         head = b'{"reason":' + orjson.dumps(reason) + b',"time":' + orjson.dumps(utc_now()) + b',"message":'
         lines = b"".join(head + item + b"}\n" for item in batch)
         try:
@@ -561,8 +550,6 @@ class Spool(SenderWait):
 
     def wake(self) -> None:
         """Wake a sender blocked in ``take``."""
-        if self._fallback is not None:
-            return self._fallback.wake()
         with self._lock:
             self._readable.notify_all()
 
@@ -571,8 +558,6 @@ class Spool(SenderWait):
 
     def wait_idle(self, timeout: Optional[float]) -> bool:
         """Wait until everything spooled is acknowledged; False when ``timeout`` ran out first."""
-        if self._fallback is not None:
-            return self._fallback.wait_idle(timeout)
         with self._lock:
             self._flushers += 1
             self._readable.notify_all()
@@ -584,27 +569,22 @@ class Spool(SenderWait):
 
     def pending(self) -> tuple[int, int]:
         """(records, bytes on disk) not yet acknowledged, including what an earlier process left."""
-        if self._fallback is not None:
-            return self._fallback.pending()
         with self._lock:
             return self._pending_count, self._pending_bytes
 
     @property
     def accepted(self) -> int:
         """Messages ``put`` by this process (the backend's ``accepted``)."""
-        return self._fallback.accepted if self._fallback is not None else self._accepted
+        return self._accepted
 
     def stats(self) -> dict[str, Any]:
         """Counts and bytes: spooled (by this process), recovered (left by an earlier one),
         acknowledged, pending, requeued (kept for later), read_back (read from disk rather than
         memory), corrupt, dead_letters, disk_bytes (segment files)."""
-        if self._fallback is not None:
-            return {"dir": self.directory, "mode": "memory (forked child: the parent owns the spool)"}
         with self._lock:
             disk = sum(self._finished_segments.values()) + (0 if self._closed else self._write_offset)
             return {
                 "dir": self.directory,
-                "mode": "disk",
                 "spooled": self._spooled,
                 "spooled_bytes": self._spooled_bytes,
                 "recovered": self._recovered,
@@ -622,8 +602,6 @@ class Spool(SenderWait):
 
     def close(self) -> None:
         """Release the directory; what is not acknowledged stays on disk for the next process."""
-        if self._fallback is not None:
-            return self._fallback.close()
         with self._lock:
             if self._closed:
                 return
@@ -641,25 +619,25 @@ class Spool(SenderWait):
             self._idle.notify_all()
         _unlock(self._lock_fd)
 
-    def discard_inherited(self) -> None:
-        """After ``fork()`` in the child: the parent keeps the spool; buffer in memory from now on.
+    def discard_inherited(self) -> MemoryBuffer:
+        """After ``fork()`` in the child: the parent keeps the spool; return the memory buffer
+        the child uses from now on (this Spool object is done with in the child).
 
         Only ``close`` the inherited descriptors: ``flock(LOCK_UN)`` on them would release the
         parent's lock. The locks are not taken: a thread of the parent may have held them.
         """
-        if self._fallback is not None:
-            return self._fallback.discard_inherited()
         if not self._closed:
             for fd in (self._write_fd, self._ack_fd, self._lock_fd):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._fallback = MemoryBuffer(self.memory_bytes)
+        self._closed = True
         self._memory, self._in_flight = deque(), deque()
         log.warning(
             "process %d was forked from a process that owns the spool %s: it buffers its events in memory "
             "only (not durable); for a spool per worker, create the backend in each worker with its own "
             "spool_dir", os.getpid(), self.directory,
         )
+        return MemoryBuffer(self.memory_bytes)
 
 
 # -- files shared with the command line ------------------------------------------------------
