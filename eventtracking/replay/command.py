@@ -62,7 +62,7 @@ from eventtracking.replay.lines import (
     open_source,
 )
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
-from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
+from eventtracking.segment.mapping import MappingOptions, SkipEvent, event_time, to_track_message
 
 WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
@@ -143,7 +143,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _iso_time(text: str) -> datetime.datetime:
-    parsed = parse_time(text)
+    parsed = event_time(text)
     if parsed is None:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}")
     return parsed
@@ -168,18 +168,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
-
-
-def parse_time(value: Any) -> Optional[datetime.datetime]:
-    """An ISO 8601 time as an aware datetime (naive means UTC), or None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        parsed = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.timezone.utc)
 
 
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
@@ -617,7 +605,7 @@ class Replay:
             if not matches:
                 return False
         if self.since or self.until:
-            when = parse_time(event.get("timestamp"))
+            when = event_time(event.get("timestamp"))
             if when is None:
                 return False
             if self.since is not None and when < self.since:

@@ -130,7 +130,7 @@ def to_track_message(event: Any, options: MappingOptions = DEFAULT_OPTIONS) -> d
     }
     timestamp = event.get("timestamp")
     if type(timestamp) is not datetime.datetime or timestamp.tzinfo is None:
-        timestamp = _timestamp(timestamp)
+        timestamp = event_time(timestamp)
     if timestamp is not None:
         message["timestamp"] = timestamp
     return message
@@ -191,8 +191,9 @@ def _identity(value: Any, reason: str) -> str:
     raise SkipEvent(reason)
 
 
-def _timestamp(value: Any) -> Optional[datetime.datetime]:
-    """The event's time as an aware datetime; naive means UTC; unusable means none."""
+def event_time(value: Any) -> Optional[datetime.datetime]:
+    """An event's time (a datetime or an ISO 8601 string) as an aware datetime; naive means
+    UTC; anything unusable gives None."""
     if isinstance(value, datetime.datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     if isinstance(value, str):
