@@ -1,3 +1,3 @@
 """Event tracking for Python applications, API-compatible with Open edX ``event-tracking``."""
 
-__version__ = "0.1.0"
+__version__ = "5.0.0"
