@@ -6,6 +6,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Open edX's own event-tracking 4.x, as an LMS runs it (analytics-python 1.4.post1, Celery on
+# Redis): the side-by-side of the benchmarks and of the tests that compare with the original.
+ORIGINAL := .envs/original
+ORIGINAL_STAMP := $(ORIGINAL)/.installed
+
 .PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
@@ -14,13 +19,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+$(ORIGINAL_STAMP): Makefile
+	$(PYTHON) -m venv $(ORIGINAL)
+	$(ORIGINAL)/bin/python -m pip install --quiet --upgrade pip
+	$(ORIGINAL)/bin/python -m pip install --quiet \
+		"analytics-python==1.4.post1" \
+		"celery[redis]" \
+		"event-tracking==4.1.5"
+	touch $(ORIGINAL_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+test: $(STAMP) $(ORIGINAL_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) $(ORIGINAL_STAMP)
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
@@ -29,4 +43,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) .envs build *.egg-info .pytest_cache
