@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ORIGINAL := .envs/original
 ORIGINAL_STAMP := $(ORIGINAL)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +28,19 @@ $(ORIGINAL_STAMP): Makefile
 		"event-tracking==4.1.5"
 	touch $(ORIGINAL_STAMP)
 
+# The tests' real broker and event bus: Debian's redis-server (the tests start their own, on a
+# free loopback port). Installed only when missing; apt-get needs root, as on CI.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) $(ORIGINAL_STAMP)
+test: $(STAMP) $(ORIGINAL_STAMP) redis-server
 	$(BIN)/python -m pytest
 
-bench: $(STAMP) $(ORIGINAL_STAMP)
+bench: $(STAMP) $(ORIGINAL_STAMP) redis-server
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py

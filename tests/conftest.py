@@ -23,3 +23,31 @@ def saved_trackers():
     yield
     tracker.TRACKERS.clear()
     tracker.TRACKERS.update(saved)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (stopped and started again by outage tests)."""
+    from engines import RedisServer
+
+    server = RedisServer(str(tmp_path)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+_FIGURES: list = []
+
+
+@pytest.fixture
+def figures():
+    """Lines a test reports (measured figures), printed at the end of the run."""
+    return _FIGURES
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

@@ -1,0 +1,288 @@
+"""The background publisher: hands encoded events to a broker (Celery, the event bus) off the
+caller's thread, so that a request never waits for the broker.
+
+``Publisher.put(item)`` is the whole of the caller's part: the encoded event goes into a bounded
+buffer (the Segment pipeline's :class:`~eventtracking.segment.buffer.MemoryBuffer`, or its
+:class:`~eventtracking.segment.spool.Spool` with ``spool_dir``) and ``put`` returns. One thread per
+publisher and process (:class:`eventtracking.background.BackgroundThread`) takes batches and gives
+them to a *channel*, which knows the broker:
+
+- ``channel.publish(items, refuse) -> int``: publish ``items`` in order; return how many were
+  settled (published, or refused for good: the channel calls ``refuse(reason, item)`` for those)
+  before the first one that could not be published now (the broker is unreachable). Raising
+  counts as "none settled".
+
+What the channel could not publish is tried again, in order, with exponential backoff and jitter
+(50 ms doubling to 2 s), for as long as the process lives: an outage costs the application
+nothing but buffer space. While the buffer is full, new events are dropped, counted
+(``dropped.buffer_full``) and warned about at most every 10 s; with a spool they wait on disk
+instead. The outage itself is warned about once when it starts and once when it ends.
+
+Fork and exit go through :mod:`eventtracking.background`, the mechanism the Segment sender uses:
+a forked child forgets the parent's thread, buffer and counters (the parent publishes what it
+had); at interpreter exit every publisher delivers within the shared ``exit_timeout``. What
+``close()`` cannot publish in time is kept by a spool for the next process, or counted as
+``dropped.exit_timeout`` (memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+from eventtracking import background
+from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.segment.stats import Counters
+
+log = logging.getLogger(__name__)
+
+WARNING_INTERVAL = 10.0  # seconds between two "buffer full" warnings
+BATCH_COUNT = 100  # items per channel call: bounds what a broken connection can leave unsettled
+
+
+class Channel(Protocol):
+    """What a publisher publishes through (see the module docstring)."""
+
+    def publish(self, items: Sequence[bytes], refuse: Callable[[str, bytes], None]) -> int: ...
+
+
+class PublisherCounters(Counters):
+    """``accepted`` is the buffer's; ``published`` by the channel, ``retries`` of a batch the broker
+    did not take, ``outages`` begun; ``dropped`` by reason."""
+
+    TOTALS = ("published", "retries", "outages")
+
+
+class Publisher:
+    """A bounded buffer and the one publishing thread for one channel (see the module docstring).
+
+    ``name`` names the thread and the log lines. ``max_buffer_bytes`` bounds the memory buffer
+    (64 MiB); ``spool_dir`` keeps events on disk until published (``spool_max_bytes``, ``fsync``:
+    see :mod:`eventtracking.segment.spool`); ``exit_timeout`` (5 s) bounds the flush at exit.
+    """
+
+    def __init__(
+        self,
+        channel: Channel,
+        name: str,
+        *,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = 1024**3,
+        fsync: bool = False,
+        exit_timeout: float = 5.0,
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.channel = channel
+        self.name = name
+        self.exit_timeout = exit_timeout
+        self.backoff_base, self.backoff_max = backoff
+        self.counters = PublisherCounters()
+        self.buffer: Any = _open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
+        self._thread = background.BackgroundThread(self._run, f"eventtracking-{name}-publisher")
+        self._give_up = threading.Event()  # close() ran out of time: stop waiting for the broker
+        self._dropped_since_warning = 0
+        self._last_warning = 0.0
+        self._outage_since: Optional[float] = None
+        background.register(self)
+        if spool_dir is not None and self.buffer.pending()[0]:
+            self._thread.ensure_started()  # publish what an earlier process left
+
+    def __repr__(self) -> str:
+        return f"<Publisher {self.name}>"
+
+    # -- the caller's thread -----------------------------------------------------------------
+
+    def put(self, item: bytes) -> bool:
+        """Buffer one encoded event for publishing; never blocks, never raises.
+
+        False when it was not kept: the buffer is full (counted as ``dropped.buffer_full`` and
+        warned about) or the publisher is closed (``dropped.closed``).
+        """
+        background.check_fork()
+        if self._thread.thread is None and not self._thread.ensure_started():
+            self.counters.add_reason("dropped", "closed")
+            return False
+        if self.buffer.put(item):
+            return True
+        self._buffer_full()
+        return False
+
+    def _buffer_full(self) -> None:
+        self.counters.add_reason("dropped", "buffer_full")
+        self._dropped_since_warning += 1
+        now = time.monotonic()
+        if now - self._last_warning >= WARNING_INTERVAL:
+            log.warning(
+                "%s: buffer full (%d bytes): dropped %d events since the last warning",
+                self.name,
+                self.buffer.max_bytes,
+                self._dropped_since_warning,
+            )
+            self._last_warning = now
+            self._dropped_since_warning = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything put so far was published (or refused for good); False, with a
+        warning saying how much is pending, when ``timeout`` ran out first."""
+        background.check_fork()
+        if not self.buffer.pending()[0]:
+            return True
+        self._thread.ensure_started()
+        if self.buffer.wait_idle(timeout):
+            return True
+        pending, size = self.buffer.pending()
+        log.warning(
+            "%s: flush timed out after %ss: %d events (%d bytes) still pending",
+            self.name,
+            timeout,
+            pending,
+            size,
+        )
+        return False
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout``, then stop the thread; True when nothing was left behind.
+        Events put afterwards are dropped as ``closed``."""
+        started = time.monotonic()
+        published_all = self.flush(timeout)
+        if not published_all:
+            self._give_up.set()
+        self._thread.stop()
+        self.buffer.wake()
+        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
+        self._thread.join(remaining)
+        self.buffer.close()
+        background.unregister(self)
+        return published_all
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's thread, buffer and counters: the parent publishes what it had."""
+        self._thread.after_fork_in_child()
+        self._give_up = threading.Event()
+        self.buffer = self.buffer.discard_inherited()
+        self.counters.reset_after_fork()
+        self._outage_since = None
+        reset = getattr(self.channel, "after_fork_in_child", None)
+        if reset is not None:
+            reset()
+
+    def stats(self) -> dict[str, Any]:
+        """``accepted``, ``published``, ``retries``, ``outages``, ``dropped`` by reason,
+        ``pending`` / ``pending_bytes`` (accepted, not yet published), and ``spool`` with one."""
+        background.check_fork()
+        result = self.counters.snapshot()
+        result["accepted"] = self.buffer.accepted
+        result["pending"], result["pending_bytes"] = self.buffer.pending()
+        spool_stats = getattr(self.buffer, "stats", None)
+        if spool_stats is not None:
+            result["spool"] = spool_stats()
+        return result
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Nothing may end this loop but stop: a dead publisher would strand the buffer for good.
+        stop = self._thread.stopping
+        while True:
+            try:
+                batch = self.buffer.take(BATCH_COUNT, 1 << 62, 0.0, stop)
+            except Exception:  # e.g. a spool's disk error: wait, then try again
+                log.exception("%s: could not take a batch; trying again in 1 s", self.name)
+                if stop.wait(1.0):
+                    return
+                continue
+            if not batch:
+                return
+            try:
+                self._publish(batch)
+            except Exception:
+                log.exception("%s: failed on a batch of %d events", self.name, len(batch))
+                self.counters.add_reason("dropped", "internal_error", len(batch))
+            try:
+                self.buffer.done(batch)
+            except Exception:
+                log.exception("%s: could not settle a batch of %d events", self.name, len(batch))
+
+    def _publish(self, batch: list[bytes]) -> None:
+        """Publish ``batch`` in order, waiting out outages, until it is all settled or close()
+        gives up (then a spool keeps the rest; memory counts it as dropped)."""
+        start, attempt = 0, 0
+        while start < len(batch):
+            rest = batch[start:]
+            try:
+                settled = self.channel.publish(rest, self._refuse)
+            except Exception as error:
+                settled = 0
+                self._outage(error)
+            settled = max(0, min(settled, len(rest)))
+            if settled:
+                self.counters.add("published", settled)
+                start += settled
+                attempt = 0
+                if self._outage_since is not None:
+                    log.warning(
+                        "%s: the broker takes events again after %.1f s",
+                        self.name,
+                        time.monotonic() - self._outage_since,
+                    )
+                    self._outage_since = None
+                continue
+            if self._outage_since is None:
+                self._outage(None)
+            if self._give_up.is_set():
+                self._leave(batch[start:])
+                return
+            attempt += 1
+            self.counters.add("retries")
+            delay = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
+            if self._give_up.wait(delay):
+                self._leave(batch[start:])
+                return
+
+    def _refuse(self, reason: str, item: bytes) -> None:
+        """The channel refused ``item`` for good (it can never be published): count and say it."""
+        self.counters.add_reason("dropped", reason)
+        log.warning(
+            "%s: dropped an event the broker can never take (%s, %d bytes)", self.name, reason, len(item)
+        )
+
+    def _outage(self, error: Optional[BaseException]) -> None:
+        if self._outage_since is not None:
+            return
+        self._outage_since = time.monotonic()
+        self.counters.add("outages")
+        reason = f" ({type(error).__name__}: {error})" if error is not None else ""
+        log.warning(
+            "%s: the broker does not take events%s: %d pending, retrying until it does",
+            self.name,
+            reason,
+            self.buffer.pending()[0],
+        )
+
+    def _leave(self, rest: list[bytes]) -> None:
+        if self.buffer.keep_for_later(rest):
+            return
+        self.counters.add_reason("dropped", "exit_timeout", len(rest))
+        log.warning("%s: closing: dropped %d events the broker did not take in time", self.name, len(rest))
+
+
+def _open_buffer(
+    name: str, max_bytes: int, spool_dir: Optional[str], spool_max_bytes: int, fsync: bool
+) -> Any:
+    """The memory buffer, or the spool in ``spool_dir`` (memory, with a warning, when the disk
+    refuses it: the application must start)."""
+    if spool_dir is None:
+        return MemoryBuffer(max_bytes)
+    from eventtracking.segment.spool import Spool  # only spooling publishers pay for it
+
+    try:
+        return Spool(spool_dir, max_bytes=spool_max_bytes, fsync=fsync, memory_bytes=max_bytes)
+    except OSError as error:
+        log.warning("%s: cannot open the spool in %s (%s): buffering in memory", name, spool_dir, error)
+        return MemoryBuffer(max_bytes)

@@ -1,0 +1,158 @@
+"""AsyncRoutingBackend on real engines: a real Redis broker, real ``celery worker`` processes, the
+test site's web processes (``openedx_site.produce``) emitting through ``eventtracking.tracker``,
+and the project's collector as the Segment API behind the worker.
+
+The site is configured as an Open edX site is (``openedx_site.settings``): nothing of ours beyond
+the original's settings. Mixed fleets are run too: our web process with the original's worker
+(``.envs/original``: Open edX's event-tracking 4.1.5) and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+from datetime import datetime
+
+import pytest
+from engines import ORIGINAL_PYTHON, OURS_PYTHON, TESTS, CeleryWorker, site_env, stop_process, wait_until
+
+WHITELISTED = "edx.site.whitelisted"
+
+
+@pytest.fixture
+def site(redis_server, collector, tmp_path):
+    """The environment of the site's processes, on this test's broker and collector."""
+    return site_env(SITE_REDIS_URL=redis_server.url, SITE_COLLECTOR_URL=collector.url, SITE_ROUTE="celery")
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start celery workers with ``workers(python, env)``; all are stopped in teardown."""
+    started = []
+
+    def start(python: str, env: dict, name: str = "worker") -> CeleryWorker:
+        worker = CeleryWorker(python, str(tmp_path), env, name)
+        started.append(worker)
+        return worker.start()
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def produce(python: str, env: dict, out: str, *args: str, timeout: float = 300) -> dict:
+    """Run the site's producer to completion and return its report."""
+    result = subprocess.run(
+        [python, "-m", "openedx_site.produce", "--out", out, *args],
+        env=env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(out) as report:
+        return json.load(report)
+
+
+def seqs(collector) -> list:
+    return [message["properties"]["data"]["seq"] for message in collector.messages()]
+
+
+def queue_drained(redis_server) -> bool:
+    """Nothing waits in the broker: the default queue is empty and no task is unacknowledged."""
+    client = redis_server.client()
+    try:
+        return client.llen("celery") == 0 and client.hlen("unacked") == 0
+    finally:
+        client.close()
+
+
+def epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def emit_figures(durations: list) -> str:
+    return (
+        f"median {statistics.median(durations) * 1e6:,.0f} µs, "
+        f"max {max(durations) * 1e6:,.0f} µs over {len(durations)} emits"
+    )
+
+
+def test_a_real_worker_delivers_exactly_the_whitelisted_events_once(site, workers, collector, redis_server, tmp_path):
+    worker = workers(OURS_PYTHON, site)
+    report = produce(OURS_PYTHON, site, str(tmp_path / "report.json"), "--whitelisted", "2000", "--others", "500")
+    expected = {seq: (before, after) for seq, name, before, after in report["emitted"] if name == WHITELISTED}
+    assert len(expected) == 2000 and len(report["emitted"]) == 2500
+
+    wait_until(lambda: collector.count() >= 2000, 180, f"2,000 events at the collector (worker log: {worker.log_path})")
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()  # whatever the worker had left is delivered or lost now: count after this
+
+    messages = collector.messages()
+    assert sorted(seqs(collector)) == sorted(expected)  # each whitelisted event once, no other event
+    assert {message["event"] for message in messages} == {WHITELISTED}
+    for message in messages:
+        before, after = expected[message["properties"]["data"]["seq"]]
+        # its own time: stamped by emit(), not by the worker or the sender
+        assert before - 0.001 <= epoch(message["timestamp"]) <= after + 0.001
+        assert message["timestamp"] == message["properties"]["timestamp"]
+    stats = report["stats"]["segment_async"]
+    assert stats["accepted"] == 2000 and stats["dropped"] == {} and stats["skipped"] == {}
+
+
+def test_a_broker_outage_costs_the_request_nothing_and_loses_nothing(
+    site, workers, collector, redis_server, tmp_path, figures
+):
+    worker = workers(OURS_PYTHON, site)
+    redis_server.stop()
+    out = str(tmp_path / "report.json")
+    producer = subprocess.Popen(
+        [OURS_PYTHON, "-m", "openedx_site.produce", "--out", out, "--whitelisted", "200", "--hold"],
+        env=site,
+        cwd=TESTS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert producer.stdout.readline().strip() == "emitted", producer.stderr.read()
+        with open(out) as file:
+            report = json.load(file)
+        stats = report["stats"]["segment_async"]
+        assert stats["accepted"] == 200 and stats["published"] == 0
+        redis_server.start()  # the same port: the broker is back
+        producer.stdin.write("exit\n")
+        producer.stdin.flush()
+        assert producer.wait(60) == 0, producer.stderr.read()
+    finally:
+        stop_process(producer)
+    wait_until(lambda: collector.count() >= 200, 180, f"200 events at the collector (worker log: {worker.log_path})")
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert sorted(seqs(collector)) == list(range(200))
+    durations = report["durations"]
+    figures.append(f"AsyncRoutingBackend, broker down: emit() {emit_figures(durations)}; 200 of 200 arrived")
+    # Not a timing test: a sanity bound far above any machine's noise (the original blocks ~0.6 s).
+    assert statistics.median(durations) < 0.1
+
+
+@pytest.mark.parametrize(
+    "producer_python, worker_python",
+    [(OURS_PYTHON, ORIGINAL_PYTHON), (ORIGINAL_PYTHON, OURS_PYTHON)],
+    ids=["ours-to-original-worker", "original-to-our-worker"],
+)
+def test_a_mixed_fleet_interoperates(producer_python, worker_python, site, workers, collector, redis_server, tmp_path):
+    assert os.path.exists(ORIGINAL_PYTHON), "make test builds .envs/original"
+    worker = workers(worker_python, site)
+    report = produce(producer_python, site, str(tmp_path / "report.json"), "--whitelisted", "300", "--others", "100")
+    expected = sorted(seq for seq, name, _, _ in report["emitted"] if name == WHITELISTED)
+    assert len(expected) == 300
+    wait_until(lambda: collector.count() >= 300, 180, f"300 events at the collector (worker log: {worker.log_path})")
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert sorted(seqs(collector)) == expected
