@@ -334,7 +334,7 @@ class SegmentBackend:
         self._ids.reset()
         if self._sender is not None:
             self._sender.after_fork_in_child()
-            self._buffer = self._sender.buffer  # a spool's child buffers in memory
+            self._buffer = self._sender.buffer  # a spool's child has a part of its own
 
 
 # Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
@@ -371,8 +371,8 @@ def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:
 
 
 def _open_spool(spool_dir: str, max_bytes: int, fsync: bool, memory_bytes: int) -> Any:
-    """The spool in ``spool_dir``; memory, with a warning, when the disk refuses it (the
-    application must start). A spool locked by another live backend is an error: say it."""
+    """The spool in ``spool_dir`` (this process's part of it); memory, with a warning, when the
+    directory cannot be used at all (the application must start)."""
     from eventtracking.segment.spool import Spool  # only spooling backends pay for it
 
     try:
