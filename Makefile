@@ -44,6 +44,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP) redis-server
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
+	$(BIN)/python benchmarks/bench_async.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks

@@ -156,3 +156,20 @@ def test_a_mixed_fleet_interoperates(producer_python, worker_python, site, worke
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()
     assert sorted(seqs(collector)) == expected
+
+
+def test_the_publisher_survives_fork(site, workers, collector, redis_server, tmp_path):
+    """gunicorn's model: the backends (and a running publisher) are made in the parent, the
+    forked children emit; each child publishes its own events, none of the parent's twice."""
+    worker = workers(OURS_PYTHON, site)
+    out = str(tmp_path / "report.json")
+    produce(OURS_PYTHON, site, out, "--fork", "3", "--whitelisted", "200", "--parent-emits", "50")
+    expected = list(range(600)) + list(range(100_000, 100_050))
+    wait_until(lambda: collector.count() >= 650, 180, f"650 events at the collector (worker log: {worker.log_path})")
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert sorted(seqs(collector)) == expected
+    for child in range(3):
+        with open(f"{out}.{child}") as file:
+            stats = json.load(file)["stats"]["segment_async"]
+        assert stats["accepted"] == 200  # the child's own count: the parent's 50 are not in it

@@ -77,7 +77,9 @@ def test_toggle_reads_the_setting_default_false():
 
 def test_publishes_a_tracking_log_like_the_original(emitted):
     with override_settings(**ON):
-        EventBusRoutingBackend().send(event())
+        backend = EventBusRoutingBackend()
+        backend.send(event())
+        assert backend.flush(10)  # the signal is sent by the publisher's thread
     [(log, from_bus)] = emitted
     assert from_bus is False
     assert log == TrackingLogData(
@@ -91,7 +93,9 @@ def test_publishes_a_tracking_log_like_the_original(emitted):
 
 def test_a_string_timestamp_is_parsed(emitted):
     with override_settings(**ON):
-        EventBusRoutingBackend().send(event(timestamp="2026-01-02T03:04:05.678901+00:00"))
+        backend = EventBusRoutingBackend()
+        backend.send(event(timestamp="2026-01-02T03:04:05.678901+00:00"))
+        assert backend.flush(10)
     assert emitted[0][0].timestamp == WHEN
 
 
@@ -107,8 +111,10 @@ def test_nothing_is_published_when_off_or_not_listed(emitted, overrides):
     with override_settings(**overrides):
         if "EVENT_BUS_TRACKING_LOGS" not in overrides:
             del settings.EVENT_BUS_TRACKING_LOGS
-        EventBusRoutingBackend().send(event())
-    assert emitted == []
+        backend = EventBusRoutingBackend()
+        backend.send(event())
+        assert backend.flush(10)
+    assert emitted == [] and backend.stats()["accepted"] == 0
 
 
 def test_producer_side_does_not_run_the_processors_or_backends(emitted, saved_trackers):
@@ -117,6 +123,7 @@ def test_producer_side_does_not_run_the_processors_or_backends(emitted, saved_tr
     tracker.register_tracker(tracker.Tracker({"bus": backend}))
     with override_settings(**ON):
         tracker.emit(NAME, {"n": 1})
+        assert backend.flush(10)
     assert [log.name for log, _ in emitted] == [NAME]
     assert inner.events == []  # they run where the bus is consumed
 
@@ -158,9 +165,11 @@ def test_messages_from_the_bus_reach_every_bus_backends_processors_and_backends(
 
 def test_a_local_signal_is_not_routed_again(saved_trackers, emitted):
     inner = Recorder()
-    tracker.register_tracker(tracker.Tracker({"bus": EventBusRoutingBackend(backends={"r": inner})}))
+    backend = EventBusRoutingBackend(backends={"r": inner})
+    tracker.register_tracker(tracker.Tracker({"bus": backend}))
     with override_settings(**ON):
         tracker.emit(NAME, {})  # the local send that puts it on the bus
+        assert backend.flush(10)
     assert len(emitted) == 1 and inner.events == []
     connected = [entry[1]() for entry in TRACKING_EVENT_EMITTED.receivers]
     assert handlers.send_tracking_log_to_backends in connected

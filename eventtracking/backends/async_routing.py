@@ -4,8 +4,18 @@ A router whose backends run in a Celery worker instead of the web process.
 ``AsyncRoutingBackend`` runs its processors on the caller's thread, then queues the result as
 the Celery task ``eventtracking.tasks.send_event(backend_name, processed_event)``; a worker runs
 the task, which sends the event to this backend's backends (event-routing-backends configures
-its xAPI and Caliper routers this way). The same behaviour as the original: the task is queued
-(``publish``) synchronously on the caller's thread.
+its xAPI and Caliper routers this way). The task's name and arguments are the original's, so
+workers and web processes of either package share one queue.
+
+Unlike the original, the caller never waits for the broker: ``send()`` encodes the processed
+event (kombu's JSON, with its type tags, so the worker gets back what the original sends) and
+hands it to a background :class:`~eventtracking.publisher.Publisher`, whose thread publishes the
+tasks. While the broker is unreachable the events wait in a bounded buffer (or a spool with
+``spool_dir``) and are published once it is back; see :mod:`eventtracking.publisher`. With
+``task_always_eager`` (tests, ERB's test settings) the task runs in ``send()``, as the original.
+
+The Celery app is the one the caller's thread sees (``celery.current_app``, the site's app on a
+Django site), taken at the first ``send()``: nothing of ours needs configuring.
 
 Needs Celery (the ``celery`` extra).
 """
@@ -13,12 +23,15 @@ Needs Celery (the ``celery`` extra).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable, Mapping
+import threading
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from eventtracking import kombu_json
 from eventtracking.backends import event_name
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.tasks import send_event
+from eventtracking.publisher import Publisher
+from eventtracking.tasks import TASK_NAME, send_event
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +45,12 @@ class AsyncRoutingBackend(RoutingBackend):
     backend of the default tracker, and every process (web and worker) must build the same
     tracker from the same settings.
 
-    ``send(event)`` never mutates `event` (it works on a copy, as every router does). A
-    parent router hands it its own copy through ``_route``. What ``publish`` raises (the broker
-    refused or is unreachable) reaches the caller, as with the original; a parent router logs it.
+    ``send(event)`` never mutates `event` (it works on a copy, as every router does), never
+    blocks on the broker and never raises. A parent router hands it its own copy through
+    ``_route``. Options beyond the original's (all optional): ``max_buffer_bytes`` (64 MiB),
+    ``spool_dir``, ``spool_max_bytes``, ``fsync`` and ``exit_timeout`` (5 s) of the publisher
+    (:class:`~eventtracking.publisher.Publisher`). ``flush(timeout)``, ``close(timeout)`` and
+    ``stats()`` are the publisher's (``skipped.unserializable`` counts events JSON cannot hold).
     """
 
     def __init__(
@@ -42,9 +58,27 @@ class AsyncRoutingBackend(RoutingBackend):
         processors: Iterable[Processor] | None = None,
         backends: Mapping[Any, Any] | None = None,
         backend_name: str = "",
+        *,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = 1024**3,
+        fsync: bool = False,
+        exit_timeout: float = 5.0,
     ) -> None:
         self.backend_name = backend_name
         super().__init__(processors=processors, backends=backends)
+        self._publisher_options = {
+            "max_buffer_bytes": max_buffer_bytes,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
+            "fsync": fsync,
+            "exit_timeout": exit_timeout,
+        }
+        # Made at the first send(): a Celery worker builds this backend too and never sends
+        # through it, so it gets no thread and does not open the spool.
+        self._publisher: Optional[Publisher] = None
+        self._eager = False
+        self._lock = threading.Lock()
 
     def _route(self, event: Any) -> None:
         """Run the processors on `event` (owned by this backend) and queue the result."""
@@ -54,10 +88,114 @@ class AsyncRoutingBackend(RoutingBackend):
             logger.info("[EventEmissionExit] skipping event %s", event_name(event))
             return
         logger.info('Successfully processed event "%s"', event_name(event))
-        self.publish(processed)
+        try:
+            self.publish(processed)
+        except Exception:  # the application must never pay for a bug here
+            logger.exception(
+                "AsyncRoutingBackend %r could not queue event %r", self.backend_name, event_name(event)
+            )
+            return
         logger.info('Scheduled celery task for event "%s" processing and routing', event_name(event))
 
     def publish(self, processed_event: Any) -> None:
-        """Queue the Celery task for `processed_event`; it runs in a worker (in this process when
-        Celery is configured to run tasks eagerly)."""
-        send_event.delay(self.backend_name, processed_event)
+        """Queue the Celery task for `processed_event`: encoded here, published by the background
+        publisher (in this process, at once, when Celery runs tasks eagerly)."""
+        publisher = self._publisher or self._start()
+        if self._eager:
+            send_event.delay(self.backend_name, processed_event)
+            return
+        try:
+            item = kombu_json.dumps(processed_event)
+        except kombu_json.Unserializable as error:
+            publisher.counters.add_reason("skipped", "unserializable")
+            logger.warning("AsyncRoutingBackend: event %r skipped: %s", event_name(processed_event), error)
+            return
+        publisher.put(item)
+
+    def _start(self) -> Publisher:
+        """The publisher, made once, with the Celery app this (the caller's) thread sees."""
+        with self._lock:
+            if self._publisher is None:
+                from celery import current_app
+
+                app = current_app._get_current_object()
+                self._eager = bool(app.conf.task_always_eager)
+                channel = CeleryChannel(app, self.backend_name)
+                if not self._eager:
+                    channel.prepare()
+                self._publisher = Publisher(channel, f"celery-{self.backend_name}", **self._publisher_options)
+            return self._publisher
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every event sent so far was published; False when ``timeout`` ran out."""
+        return self._publisher is None or self._publisher.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout`` and stop publishing; True when nothing was left behind."""
+        return self._publisher is None or self._publisher.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The publisher's counters (accepted, published, retries, outages, dropped and skipped
+        by reason, pending); all zero before the first send."""
+        if self._publisher is None:
+            return {
+                "accepted": 0,
+                "published": 0,
+                "retries": 0,
+                "outages": 0,
+                "pending": 0,
+                "dropped": {},
+                "skipped": {},
+            }
+        return self._publisher.stats()
+
+
+class CeleryChannel:
+    """Publishes ``send_event(backend_name, event)`` tasks through a Celery app, one connection
+    per batch. An encoding error is a refusal for good; anything else (the broker unreachable,
+    a connection lost) means "not now": the publisher tries the rest again later."""
+
+    def __init__(self, app: Any, backend_name: str) -> None:
+        self.app = app
+        self.backend_name = backend_name
+
+    def prepare(self) -> None:
+        """Import, on the caller's thread, what publishing imports on first use (Celery's AMQP
+        module, the broker's kombu transport and client library), making no connection. A
+        process forked while the publisher's thread was in the middle of such an import would
+        inherit a half-initialised module (``partially initialized module 'celery.app.amqp'``)
+        and could never publish."""
+        self.app.amqp.producer_pool  # noqa: B018  (celery.app.amqp, kombu's pools)
+        with self.app.connection_for_write() as connection:
+            connection.transport  # noqa: B018  (kombu.transport.redis, redis-py; no socket yet)
+
+    def after_fork_in_child(self) -> None:
+        """Drop the app's connection and producer pools: they are the parent's (its sockets, a
+        lock its publishing thread may have held). Celery does the same for its own worker
+        processes (``Celery._after_fork``), but only through multiprocessing's fork hooks."""
+        reset = getattr(self.app, "_after_fork", None)
+        if reset is not None:
+            reset()
+        else:
+            self.app._pool = None
+
+    def publish(self, items: Sequence[bytes], refuse: Callable[[str, bytes], None]) -> int:
+        from kombu.exceptions import EncodeError
+
+        with self.app.producer_or_acquire() as producer:
+            for index, item in enumerate(items):
+                try:
+                    event = kombu_json.loads(item)
+                except ValueError:
+                    refuse("undecodable", item)
+                    continue
+                try:
+                    # retry=False: the publisher waits out an outage, not kombu inside this call
+                    self.app.send_task(TASK_NAME, (self.backend_name, event), producer=producer, retry=False)
+                except EncodeError:  # the site's serializer cannot hold it (e.g. msgpack and bytes)
+                    refuse("unencodable", item)
+                except Exception:
+                    if index == 0:
+                        raise  # the publisher says why it waits
+                    return index
+        return len(items)

@@ -9,6 +9,16 @@ publishes the ``TRACKING_EVENT_EMITTED`` signal. Its own processors and backends
 here: the consumer side (:mod:`eventtracking.handlers`) runs them on each message that comes
 back from the bus, so an event is put on the bus once whatever its number of destinations.
 
+Unlike the original, the request does not wait for the bus: the tracking log is built on the
+caller's thread and the signal is sent from a background
+:class:`~eventtracking.publisher.Publisher` (so openedx-events' producer, e.g.
+edx-event-bus-redis', and any other receiver of the signal run on that thread). When the
+producer is edx-event-bus-redis' (which logs and swallows its own errors), the publisher pings
+its Redis before each message and, while Redis does not answer, keeps the messages in its
+bounded buffer and sends them once it is back, instead of losing them. Options beyond the
+original's: those of the publisher (``max_buffer_bytes``, ``spool_dir``, ``spool_max_bytes``,
+``fsync``, ``exit_timeout``); ``flush(timeout)``, ``close(timeout)`` and ``stats()``.
+
 Needs Django, openedx-events and edx-toggles (the ``eventbus`` extra).
 """
 
@@ -16,15 +26,18 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
-from typing import Any, Iterable, Mapping
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import orjson
 from openedx_events.analytics.data import TrackingLogData
 from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
 
 from eventtracking.backends.logger import DateTimeJSONEncoder
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL, event_bus_tracking_logs
+from eventtracking.publisher import Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +55,7 @@ class EventBusRoutingBackend(RoutingBackend):
 
     ``send`` raises what building the message raises (an event whose data JSON cannot encode,
     a string timestamp in another format), as the original does; a parent router logs it.
+    Publishing happens in the background (see the module docstring).
     """
 
     def __init__(
@@ -49,9 +63,26 @@ class EventBusRoutingBackend(RoutingBackend):
         processors: Iterable[Processor] | None = None,
         backends: Mapping[Any, Any] | None = None,
         backend_name: str = "",
+        *,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        spool_dir: Optional[str] = None,
+        spool_max_bytes: int = 1024**3,
+        fsync: bool = False,
+        exit_timeout: float = 5.0,
     ) -> None:
         self.backend_name = backend_name
         super().__init__(processors=processors, backends=backends)
+        self._publisher_options = {
+            "max_buffer_bytes": max_buffer_bytes,
+            "spool_dir": spool_dir,
+            "spool_max_bytes": spool_max_bytes,
+            "fsync": fsync,
+            "exit_timeout": exit_timeout,
+        }
+        # Made at the first publish: the consumer process builds this backend too and never
+        # publishes through it.
+        self._publisher: Optional[Publisher] = None
+        self._lock = threading.Lock()
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Publish `event` on the bus if the toggle is on and its name is listed; else nothing."""
@@ -62,9 +93,81 @@ class EventBusRoutingBackend(RoutingBackend):
         self.publish(tracking_log_from_event(event))
 
     def publish(self, tracking_log: TrackingLogData) -> None:
-        """Hand one ``TrackingLogData`` to openedx-events (which gives it to the configured producer)."""
-        TRACKING_EVENT_EMITTED.send_event(tracking_log=tracking_log)
-        logger.info("Tracking log %s emitted to the event bus.", tracking_log.name)
+        """Queue one ``TrackingLogData``: the publisher's thread sends the signal, and so hands it
+        to openedx-events' configured producer."""
+        timestamp = tracking_log.timestamp.isoformat() if tracking_log.timestamp is not None else None
+        item = orjson.dumps([tracking_log.name, timestamp, tracking_log.data, tracking_log.context])
+        (self._publisher or self._start()).put(item)
+
+    def _start(self) -> Publisher:
+        with self._lock:
+            if self._publisher is None:
+                name = f"event-bus-{self.backend_name}" if self.backend_name else "event-bus"
+                # Import and make the producer here, not first on the publisher's thread: a
+                # process forked during that import would inherit half-initialised modules.
+                _producer_ping()
+                self._publisher = Publisher(EventBusChannel(), name, **self._publisher_options)
+            return self._publisher
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every tracking log sent so far was handed to the bus; False when
+        ``timeout`` ran out first."""
+        return self._publisher is None or self._publisher.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout`` and stop publishing; True when nothing was left behind."""
+        return self._publisher is None or self._publisher.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The publisher's counters (accepted, published, retries, outages, dropped by reason,
+        pending); all zero before the first publish."""
+        if self._publisher is None:
+            return {"accepted": 0, "published": 0, "retries": 0, "outages": 0, "pending": 0, "dropped": {}}
+        return self._publisher.stats()
+
+
+def _producer_ping() -> Optional[Callable[[], Any]]:
+    """The ping of the configured producer's Redis client (edx-event-bus-redis), or None."""
+    from django.conf import settings
+
+    if not getattr(settings, "EVENT_BUS_PRODUCER", None):
+        return None  # no producer: openedx-events would not produce either (and would warn)
+    from openedx_events.event_bus import get_producer
+
+    return getattr(getattr(get_producer(), "client", None), "ping", None)
+
+
+class EventBusChannel:
+    """Sends each queued tracking log as the ``TRACKING_EVENT_EMITTED`` signal, with the event's
+    own time in the metadata. With edx-event-bus-redis' producer, Redis is pinged first: no
+    answer means "not now" (that producer would log the error and lose the message)."""
+
+    def publish(self, items: Sequence[bytes], refuse: Callable[[str, bytes], None]) -> int:
+        ping = _producer_ping()
+        for index, item in enumerate(items):
+            try:
+                name, timestamp, data, context = orjson.loads(item)
+                when = datetime.fromisoformat(timestamp) if timestamp is not None else None
+                tracking_log = TrackingLogData(name=name, timestamp=when, data=data, context=context)
+            except (ValueError, TypeError):
+                refuse("undecodable", item)
+                continue
+            if ping is not None:
+                try:
+                    ping()
+                except Exception:
+                    if index == 0:
+                        raise  # the publisher says why it waits
+                    return index
+            metadata_time = when.astimezone(timezone.utc) if when is not None and when.tzinfo else None
+            try:
+                TRACKING_EVENT_EMITTED.send_event(time=metadata_time, tracking_log=tracking_log)
+            except Exception:  # a receiver raised and openedx-events let it through (DEBUG)
+                logger.exception("TRACKING_EVENT_EMITTED failed for tracking log %s", name)
+                refuse("receiver_error", item)
+                continue
+            logger.info("Tracking log %s emitted to the event bus.", name)
+        return len(items)
 
 
 def tracking_log_from_event(event: Mapping[str, Any]) -> TrackingLogData:

@@ -9,7 +9,8 @@ in its context. ``--out`` gets a JSON report: per-emit seconds, each event's emi
 (wall clock before and after), and our backend's ``stats()``. With ``--hold`` the process prints
 ``emitted`` and waits for a line on stdin before exiting (the test restarts the broker then);
 it then exits normally, so our publisher flushes at exit. With ``--fork K`` the backends are
-built here and K forked children emit (gunicorn's model); the parent emits nothing.
+built here and K forked children emit (gunicorn's model); the parent emits ``--parent-emits``
+events (numbered from 100,000) before forking, so its publisher runs when the children are made.
 """
 
 from __future__ import annotations
@@ -62,9 +63,14 @@ def main() -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--hold", action="store_true")
     parser.add_argument("--fork", type=int, default=0)
+    parser.add_argument("--parent-emits", type=int, default=0)
     args = parser.parse_args()
     tracker.get_tracker()  # built before any fork, as a gunicorn master imports the app
     if args.fork:
+        # The parent's publisher is made and running (thread, buffer, connection) before the fork.
+        parent = emit_all(args.parent_emits, 0, 100_000)
+        with open(args.out, "w") as out:
+            json.dump(parent, out)
         children = []
         per_child = args.whitelisted + args.others
         for child in range(args.fork):
