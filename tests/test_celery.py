@@ -81,13 +81,21 @@ def emit_figures(durations: list) -> str:
     )
 
 
-def test_a_real_worker_delivers_exactly_the_whitelisted_events_once(site, workers, collector, redis_server, tmp_path):
+def test_a_real_worker_delivers_exactly_the_whitelisted_events_once(
+    site, workers, collector, redis_server, tmp_path
+):
     worker = workers(OURS_PYTHON, site)
-    report = produce(OURS_PYTHON, site, str(tmp_path / "report.json"), "--whitelisted", "2000", "--others", "500")
+    report = produce(
+        OURS_PYTHON, site, str(tmp_path / "report.json"), "--whitelisted", "2000", "--others", "500"
+    )
     expected = {seq: (before, after) for seq, name, before, after in report["emitted"] if name == WHITELISTED}
     assert len(expected) == 2000 and len(report["emitted"]) == 2500
 
-    wait_until(lambda: collector.count() >= 2000, 180, f"2,000 events at the collector (worker log: {worker.log_path})")
+    wait_until(
+        lambda: collector.count() >= 2000,
+        180,
+        f"2,000 events at the collector (worker log: {worker.log_path})",
+    )
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()  # whatever the worker had left is delivered or lost now: count after this
 
@@ -131,7 +139,9 @@ def test_a_broker_outage_costs_the_request_nothing_and_loses_nothing(
         assert producer.wait(60) == 0, producer.stderr.read()
     finally:
         stop_process(producer)
-    wait_until(lambda: collector.count() >= 200, 180, f"200 events at the collector (worker log: {worker.log_path})")
+    wait_until(
+        lambda: collector.count() >= 200, 180, f"200 events at the collector (worker log: {worker.log_path})"
+    )
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()
     assert sorted(seqs(collector)) == list(range(200))
@@ -146,13 +156,19 @@ def test_a_broker_outage_costs_the_request_nothing_and_loses_nothing(
     [(OURS_PYTHON, ORIGINAL_PYTHON), (ORIGINAL_PYTHON, OURS_PYTHON)],
     ids=["ours-to-original-worker", "original-to-our-worker"],
 )
-def test_a_mixed_fleet_interoperates(producer_python, worker_python, site, workers, collector, redis_server, tmp_path):
+def test_a_mixed_fleet_interoperates(
+    producer_python, worker_python, site, workers, collector, redis_server, tmp_path
+):
     assert os.path.exists(ORIGINAL_PYTHON), "make test builds .envs/original"
     worker = workers(worker_python, site)
-    report = produce(producer_python, site, str(tmp_path / "report.json"), "--whitelisted", "300", "--others", "100")
+    report = produce(
+        producer_python, site, str(tmp_path / "report.json"), "--whitelisted", "300", "--others", "100"
+    )
     expected = sorted(seq for seq, name, _, _ in report["emitted"] if name == WHITELISTED)
     assert len(expected) == 300
-    wait_until(lambda: collector.count() >= 300, 180, f"300 events at the collector (worker log: {worker.log_path})")
+    wait_until(
+        lambda: collector.count() >= 300, 180, f"300 events at the collector (worker log: {worker.log_path})"
+    )
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()
     assert sorted(seqs(collector)) == expected
@@ -165,7 +181,9 @@ def test_the_publisher_survives_fork(site, workers, collector, redis_server, tmp
     out = str(tmp_path / "report.json")
     produce(OURS_PYTHON, site, out, "--fork", "3", "--whitelisted", "200", "--parent-emits", "50")
     expected = list(range(600)) + list(range(100_000, 100_050))
-    wait_until(lambda: collector.count() >= 650, 180, f"650 events at the collector (worker log: {worker.log_path})")
+    wait_until(
+        lambda: collector.count() >= 650, 180, f"650 events at the collector (worker log: {worker.log_path})"
+    )
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()
     assert sorted(seqs(collector)) == expected
