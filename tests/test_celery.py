@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 from datetime import datetime
@@ -191,3 +192,55 @@ def test_the_publisher_survives_fork(site, workers, collector, redis_server, tmp
         with open(f"{out}.{child}") as file:
             stats = json.load(file)["stats"]["segment_async"]
         assert stats["accepted"] == 200  # the child's own count: the parent's 50 are not in it
+
+
+def test_with_a_spool_events_outlive_a_killed_process_during_an_outage(
+    site, workers, collector, redis_server, tmp_path
+):
+    """The broker is down, the web process is killed: its events wait in ``spool_dir``; the next
+    process on that directory publishes them once the broker is back."""
+    spooled = dict(site, SITE_SPOOL_DIR=str(tmp_path / "spool"))
+    worker = workers(OURS_PYTHON, site)
+    redis_server.stop()
+    out = str(tmp_path / "report.json")
+    producer = subprocess.Popen(
+        [OURS_PYTHON, "-m", "openedx_site.produce", "--out", out, "--whitelisted", "100", "--hold"],
+        env=spooled,
+        cwd=TESTS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert producer.stdout.readline().strip() == "emitted", producer.stderr.read()
+    finally:
+        stop_process(producer, sig=signal.SIGKILL)  # no exit handler runs: memory would lose all
+    redis_server.start()
+    produce(OURS_PYTHON, spooled, str(tmp_path / "next.json"))  # the next process emits nothing itself
+    wait_until(
+        lambda: collector.count() >= 100, 180, f"100 events at the collector (worker log: {worker.log_path})"
+    )
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert sorted(seqs(collector)) == list(range(100))
+
+
+def test_a_site_configured_with_the_original_celery_setting_names(
+    site, workers, collector, redis_server, tmp_path
+):
+    """BROKER_URL and the settings object as it is (event-routing-backends' celeryconfig): nothing
+    of ours to configure, the broker is the site's."""
+    old_names = dict(site, SITE_CELERY_NAMES="original")
+    worker = workers(OURS_PYTHON, old_names)
+    report = produce(
+        OURS_PYTHON, old_names, str(tmp_path / "report.json"), "--whitelisted", "100", "--others", "20"
+    )
+    expected = sorted(seq for seq, name, _, _ in report["emitted"] if name == WHITELISTED)
+    wait_until(
+        lambda: collector.count() >= 100, 180, f"100 events at the collector (worker log: {worker.log_path})"
+    )
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert len(expected) == 100 and sorted(seqs(collector)) == expected

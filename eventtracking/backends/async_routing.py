@@ -75,10 +75,12 @@ class AsyncRoutingBackend(RoutingBackend):
             "exit_timeout": exit_timeout,
         }
         # Made at the first send(): a Celery worker builds this backend too and never sends
-        # through it, so it gets no thread and does not open the spool.
+        # through it, so it gets no thread (with a spool: at once, see below).
         self._publisher: Optional[Publisher] = None
         self._eager = False
         self._lock = threading.Lock()
+        if spool_dir is not None:
+            self._start()  # at once: what an earlier process left in the spool is published now
 
     def _route(self, event: Any) -> None:
         """Run the processors on `event` (owned by this backend) and queue the result."""

@@ -83,6 +83,8 @@ class EventBusRoutingBackend(RoutingBackend):
         # publishes through it.
         self._publisher: Optional[Publisher] = None
         self._lock = threading.Lock()
+        if spool_dir is not None:
+            self._start()  # at once: what an earlier process left in the spool is published now
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Publish `event` on the bus if the toggle is on and its name is listed; else nothing."""

@@ -1,6 +1,8 @@
-"""The site's Celery app, configured from Django settings the way Celery's Django guide (and an
-Open edX site) does it: ``CELERY_``-prefixed settings, tasks discovered in the installed apps.
-Nothing here is specific to eventtracking."""
+"""The site's Celery app, configured from Django settings the way Celery's Django guide does it:
+``CELERY_``-prefixed settings (``CELERY_BROKER_URL``), tasks discovered in the installed apps; or,
+with ``SITE_CELERY_NAMES=original``, as event-routing-backends' ``celeryconfig.py`` does it (the
+settings object as it is, with Celery 3's names: ``BROKER_URL``). Nothing here is specific to
+eventtracking."""
 
 import os
 
@@ -9,5 +11,9 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openedx_site.settings")
 
 app = Celery("openedx_site")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+if os.environ.get("SITE_CELERY_NAMES") == "original":
+    # event-routing-backends' celeryconfig style: every Django setting, Celery 3's names (BROKER_URL)
+    app.config_from_object("django.conf:settings")
+else:
+    app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()

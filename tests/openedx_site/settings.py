@@ -29,10 +29,15 @@ INSTALLED_APPS = [
 if importlib.util.find_spec("edx_event_bus_redis") is not None:  # not in .envs/original
     INSTALLED_APPS.append("edx_event_bus_redis")
 
-# Celery, as Celery's Django guide has it (the site's app reads CELERY_-prefixed settings).
-CELERY_BROKER_URL = REDIS_URL
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if os.environ.get("SITE_CELERY_NAMES") == "original":
+    # Celery 3's names, read from the settings as they are (event-routing-backends' celeryconfig)
+    BROKER_URL = REDIS_URL
+    CELERYD_HIJACK_ROOT_LOGGER = False
+else:
+    # Celery, as Celery's Django guide has it (the site's app reads CELERY_-prefixed settings).
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # The event bus over the same Redis, as openedx-events and edx-event-bus-redis document it.
 SEND_TRACKING_EVENT_EMITTED_SIGNAL = True
