@@ -61,7 +61,8 @@ class Publisher:
 
     ``name`` names the thread and the log lines. ``max_buffer_bytes`` bounds the memory buffer
     (64 MiB); ``spool_dir`` keeps events on disk until published (``spool_max_bytes``, ``fsync``:
-    see :mod:`eventtracking.segment.spool`); ``exit_timeout`` (5 s) bounds the flush at exit.
+    see :mod:`eventtracking.segment.spool`); ``exit_timeout`` (5 s) bounds the flush at exit;
+    ``batch_count`` (100) is the most items handed to the channel at once.
     """
 
     def __init__(
@@ -75,8 +76,10 @@ class Publisher:
         fsync: bool = False,
         exit_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.05, 2.0),
+        batch_count: int = BATCH_COUNT,
     ) -> None:
         self.channel = channel
+        self.batch_count = batch_count
         self.name = name
         self.exit_timeout = exit_timeout
         self.backoff_base, self.backoff_max = backoff
@@ -191,7 +194,7 @@ class Publisher:
         stop = self._thread.stopping
         while True:
             try:
-                batch = self.buffer.take(BATCH_COUNT, 1 << 62, 0.0, stop)
+                batch = self.buffer.take(self.batch_count, 1 << 62, 0.0, stop)
             except Exception:  # e.g. a spool's disk error: wait, then try again
                 log.exception("%s: could not take a batch; trying again in 1 s", self.name)
                 if stop.wait(1.0):

@@ -11,6 +11,11 @@ and sends the event to its backends. ``NoTransformerImplemented`` and ``NoBacken
 logged at info and not retried; any other failure is logged and retried up to ``MAX_RETRIES``
 times, ``COUNTDOWN`` seconds apart.
 
+``send_events(backend_name, processed_events)`` (``eventtracking.tasks.send_events``) is the opt-in
+batch form that ``AsyncRoutingBackend(batch_size=N)`` queues: several events per task, each sent
+as ``send_event`` would; the events that fail are retried alone, with the same policy. Only
+workers running this package know it: upgrade every worker before turning it on.
+
 Needs Celery (the ``celery`` extra). On an Open edX site, edx-django-utils' code-owner monitoring
 attribute is set as the original does; without edx-django-utils that step is left out.
 """
@@ -33,6 +38,7 @@ except ImportError:
 logger = get_task_logger(__name__)
 
 TASK_NAME = "eventtracking.tasks.send_event"
+BATCH_TASK_NAME = "eventtracking.tasks.send_events"
 MAX_RETRIES = 3  # retries before giving up on routing an event
 COUNTDOWN = 30  # seconds before a retry
 
@@ -75,3 +81,40 @@ def send_event(self: Any, backend_name: str, processed_event: dict) -> None:
             repr(exc),
         )
         raise self.retry(exc=exc, countdown=COUNTDOWN, max_retries=MAX_RETRIES) from exc
+
+
+@shared_task(bind=True, name=BATCH_TASK_NAME)
+def send_events(self: Any, backend_name: str, processed_events: list) -> None:
+    """
+    Send each of `processed_events` as ``send_event`` does; retry only the ones that failed.
+
+    Queued by ``AsyncRoutingBackend(batch_size=N)``; not known to the original's workers.
+    """
+    _set_code_owner(self.__module__)
+    failed = []
+    for processed_event in processed_events:
+        try:
+            backend = get_tracker().backends[backend_name]
+            backend.send_to_backends(processed_event.copy())
+        except (NoTransformerImplemented, NoBackendEnabled) as exc:
+            logger.info(
+                "[send_events] Failed to send event [%s] with backend [%s], [%s]",
+                processed_event["name"],
+                backend_name,
+                exc,
+            )
+        except Exception as exc:
+            logger.exception(
+                "[send_events] Failed to send event [%s] with backend [%s], [%s]",
+                processed_event["name"],
+                backend_name,
+                repr(exc),
+            )
+            failed.append((processed_event, exc))
+    if failed:
+        raise self.retry(
+            args=(backend_name, [event for event, _ in failed]),
+            exc=failed[-1][1],
+            countdown=COUNTDOWN,
+            max_retries=MAX_RETRIES,
+        )

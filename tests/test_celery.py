@@ -244,3 +244,24 @@ def test_a_site_configured_with_the_original_celery_setting_names(
     wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
     worker.stop()
     assert len(expected) == 100 and sorted(seqs(collector)) == expected
+
+
+def test_batch_mode_publishes_several_events_per_task_each_delivered_once(
+    site, workers, collector, redis_server, tmp_path
+):
+    batched = dict(site, SITE_BATCH_SIZE="50")
+    worker = workers(OURS_PYTHON, batched)
+    report = produce(
+        OURS_PYTHON, batched, str(tmp_path / "report.json"), "--whitelisted", "1000", "--others", "200"
+    )
+    expected = sorted(seq for seq, name, _, _ in report["emitted"] if name == WHITELISTED)
+    wait_until(
+        lambda: collector.count() >= 1000,
+        180,
+        f"1,000 events at the collector (worker log: {worker.log_path})",
+    )
+    wait_until(lambda: queue_drained(redis_server), 60, "the broker's queue to drain")
+    worker.stop()
+    assert len(expected) == 1000 and sorted(seqs(collector)) == expected
+    log = worker.log()
+    assert "eventtracking.tasks.send_events[" in log and "eventtracking.tasks.send_event[" not in log

@@ -31,7 +31,7 @@ from eventtracking.backends import event_name
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.publisher import Publisher
-from eventtracking.tasks import TASK_NAME, send_event
+from eventtracking.tasks import BATCH_TASK_NAME, TASK_NAME, send_event
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class AsyncRoutingBackend(RoutingBackend):
     blocks on the broker and never raises. A parent router hands it its own copy through
     ``_route``. Options beyond the original's (all optional): ``max_buffer_bytes`` (64 MiB),
     ``spool_dir``, ``spool_max_bytes``, ``fsync`` and ``exit_timeout`` (5 s) of the publisher
-    (:class:`~eventtracking.publisher.Publisher`). ``flush(timeout)``, ``close(timeout)`` and
+    (:class:`~eventtracking.publisher.Publisher`); ``batch_size`` (1: one ``send_event`` task
+    per event, the original's; N > 1: up to N events per ``send_events`` task, which only workers
+    running this package know, so upgrade every worker first). ``flush(timeout)``, ``close(timeout)`` and
     ``stats()`` are the publisher's (``skipped.unserializable`` counts events JSON cannot hold).
     """
 
@@ -64,8 +66,12 @@ class AsyncRoutingBackend(RoutingBackend):
         spool_max_bytes: int = 1024**3,
         fsync: bool = False,
         exit_timeout: float = 5.0,
+        batch_size: int = 1,
     ) -> None:
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= 1000:
+            raise ValueError("batch_size must be an integer from 1 to 1000")
         self.backend_name = backend_name
+        self.batch_size = batch_size
         super().__init__(processors=processors, backends=backends)
         self._publisher_options = {
             "max_buffer_bytes": max_buffer_bytes,
@@ -122,10 +128,15 @@ class AsyncRoutingBackend(RoutingBackend):
 
                 app = current_app._get_current_object()
                 self._eager = bool(app.conf.task_always_eager)
-                channel = CeleryChannel(app, self.backend_name)
+                channel = CeleryChannel(app, self.backend_name, self.batch_size)
                 if not self._eager:
                     channel.prepare()
-                self._publisher = Publisher(channel, f"celery-{self.backend_name}", **self._publisher_options)
+                self._publisher = Publisher(
+                    channel,
+                    f"celery-{self.backend_name}",
+                    batch_count=max(100, self.batch_size),
+                    **self._publisher_options,
+                )
             return self._publisher
 
     def flush(self, timeout: Optional[float] = None) -> bool:
@@ -153,13 +164,15 @@ class AsyncRoutingBackend(RoutingBackend):
 
 
 class CeleryChannel:
-    """Publishes ``send_event(backend_name, event)`` tasks through a Celery app, one connection
-    per batch. An encoding error is a refusal for good; anything else (the broker unreachable,
-    a connection lost) means "not now": the publisher tries the rest again later."""
+    """Publishes ``send_event(backend_name, event)`` tasks (``batch_size`` > 1: ``send_events(
+    backend_name, [event, ...])``) through a Celery app, one connection per batch. An encoding
+    error is a refusal for good; anything else (the broker unreachable, a connection lost) means
+    "not now": the publisher tries the rest again later."""
 
-    def __init__(self, app: Any, backend_name: str) -> None:
+    def __init__(self, app: Any, backend_name: str, batch_size: int = 1) -> None:
         self.app = app
         self.backend_name = backend_name
+        self.batch_size = batch_size
 
     def prepare(self) -> None:
         """Import, on the caller's thread, what publishing imports on first use (Celery's AMQP
@@ -185,19 +198,28 @@ class CeleryChannel:
         from kombu.exceptions import EncodeError
 
         with self.app.producer_or_acquire() as producer:
-            for index, item in enumerate(items):
-                try:
-                    event = kombu_json.loads(item)
-                except ValueError:
-                    refuse("undecodable", item)
+            for start in range(0, len(items), self.batch_size):
+                chunk = items[start : start + self.batch_size]
+                events = []
+                for item in chunk:
+                    try:
+                        events.append(kombu_json.loads(item))
+                    except ValueError:
+                        refuse("undecodable", item)
+                if not events:
                     continue
+                if self.batch_size == 1:
+                    name, args = TASK_NAME, (self.backend_name, events[0])
+                else:
+                    name, args = BATCH_TASK_NAME, (self.backend_name, events)
                 try:
                     # retry=False: the publisher waits out an outage, not kombu inside this call
-                    self.app.send_task(TASK_NAME, (self.backend_name, event), producer=producer, retry=False)
+                    self.app.send_task(name, args, producer=producer, retry=False)
                 except EncodeError:  # the site's serializer cannot hold it (e.g. msgpack and bytes)
-                    refuse("unencodable", item)
+                    for item in chunk:
+                        refuse("unencodable", item)
                 except Exception:
-                    if index == 0:
+                    if start == 0:
                         raise  # the publisher says why it waits
-                    return index
+                    return start
         return len(items)

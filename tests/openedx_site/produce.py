@@ -8,9 +8,11 @@ others ``edx.site.other``), each with ``data.seq`` and the user
 in its context. ``--out`` gets a JSON report: per-emit seconds, each event's emit interval
 (wall clock before and after), and our backend's ``stats()``. With ``--hold`` the process prints
 ``emitted`` and waits for a line on stdin before exiting (the test restarts the broker then);
-it then exits normally, so our publisher flushes at exit. With ``--fork K`` the backends are
-built here and K forked children emit (gunicorn's model); the parent emits ``--parent-emits``
-events (numbered from 100,000) before forking, so its publisher runs when the children are made.
+it then exits normally, so our publisher flushes at exit. ``--flush`` times our backends'
+``flush()`` after the last emit (``flush_seconds``): how long publishing took beyond emitting.
+With ``--fork K`` the backends are built here and K forked children emit (gunicorn's model);
+the parent emits ``--parent-emits`` events (numbered from 100,000) before forking, so its
+publisher runs when the children are made.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def main() -> int:
     parser.add_argument("--hold", action="store_true")
     parser.add_argument("--fork", type=int, default=0)
     parser.add_argument("--parent-emits", type=int, default=0)
+    parser.add_argument("--flush", action="store_true", help="time how long publishing takes after emitting")
     args = parser.parse_args()
     tracker.get_tracker()  # built before any fork, as a gunicorn master imports the app
     if args.fork:
@@ -85,6 +88,13 @@ def main() -> int:
         statuses = [os.waitpid(pid, 0)[1] for pid in children]
         return 0 if all(status == 0 for status in statuses) else 1
     report = emit_all(args.whitelisted, args.others, 0)
+    if args.flush:
+        started = time.perf_counter()
+        for backend in tracker.get_tracker().backends.values():
+            flush = getattr(backend, "flush", None)
+            if flush is not None:
+                flush(300)
+        report["flush_seconds"] = time.perf_counter() - started
     report["stats"] = our_stats()
     with open(args.out, "w") as out:
         json.dump(report, out)

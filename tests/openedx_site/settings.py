@@ -72,9 +72,11 @@ WHITELIST_PROCESSOR = {
 # SITE_ROUTE picks the path under test: "celery" (AsyncRoutingBackend, as event-routing-backends
 # configures it) or "eventbus" (EventBusRoutingBackend, as Aspects does).
 ROUTE = os.environ.get("SITE_ROUTE", "celery")
-ASYNC_OPTIONS = {}
+ASYNC_OPTIONS = {}  # our publisher's options (spool_dir, batch_size), from the environment
 if os.environ.get("SITE_SPOOL_DIR") and not ORIGINAL:
     ASYNC_OPTIONS["spool_dir"] = os.environ["SITE_SPOOL_DIR"]
+if os.environ.get("SITE_BATCH_SIZE") and not ORIGINAL and ROUTE == "celery":
+    ASYNC_OPTIONS["batch_size"] = int(os.environ["SITE_BATCH_SIZE"])
 
 if ROUTE == "celery":
     EVENT_TRACKING_BACKENDS = {
