@@ -6,7 +6,9 @@ has them, the whitelist router as event-routing-backends configures it) emitting
 ``eventtracking.tracker.emit``: with our package (``.venv``) or with Open edX's event-tracking
 4.1.5 (``.envs/original``). The broker is a real ``redis-server`` on loopback; for the "down"
 rows it is stopped before the process emits and started again (same port) before the process
-exits. "published" counts the tasks in the broker's queue afterwards: what a worker would run.
+exits. "published" counts the events in the broker's queue afterwards (tasks; for the batch row,
+the events they carry): what a worker would run. "published/s" is events over the time from the
+first emit until everything was in the broker (for ours: emitting, then ``flush()``).
 
 The original publishes on the caller's thread: while the broker is down every emit() waits for
 kombu's retries and the event is lost. Ours hands the event to a background publisher.
@@ -15,6 +17,7 @@ kombu's retries and the event is lost. Ours hands the event to a background publ
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import statistics
 import subprocess
@@ -30,16 +33,18 @@ from engines import ORIGINAL_PYTHON, TESTS, RedisServer, site_env, stop_process 
 OURS_PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
 
-def run(python: str, events: int, broker_up: bool, workdir: str) -> dict:
-    """One producer process; returns its per-emit durations and what reached the broker."""
+def run(python: str, events: int, broker_up: bool, workdir: str, **extra_env: str) -> dict:
+    """One producer process; returns its per-emit durations, how long until everything was
+    published (emitting, then our flush()), and what reached the broker."""
     redis = RedisServer(workdir).start()
     try:
-        env = site_env(SITE_REDIS_URL=redis.url, SITE_ROUTE="celery")
+        env = site_env(SITE_REDIS_URL=redis.url, SITE_ROUTE="celery", **extra_env)
         if not broker_up:
             redis.stop()
         out = str(Path(workdir) / "report.json")
         producer = subprocess.Popen(
-            [python, "-m", "openedx_site.produce", "--out", out, "--whitelisted", str(events), "--hold"],
+            [python, "-m", "openedx_site.produce", "--out", out, "--whitelisted", str(events), "--hold"]
+            + (["--flush"] if broker_up else []),
             env=env,
             cwd=TESTS,
             stdin=subprocess.PIPE,
@@ -53,7 +58,9 @@ def run(python: str, events: int, broker_up: bool, workdir: str) -> dict:
             if line != "emitted":
                 raise RuntimeError(f"the producer failed ({python})")
             with open(out) as file:
-                durations = json.load(file)["durations"]
+                report = json.load(file)
+            durations = report["durations"]
+            seconds = report["emit_seconds"] + report.get("flush_seconds", 0.0)
             if not broker_up:
                 redis.start()
             producer.stdin.write("exit\n")
@@ -62,18 +69,32 @@ def run(python: str, events: int, broker_up: bool, workdir: str) -> dict:
         finally:
             stop_process(producer)
         client = redis.client()
-        published = client.llen("celery")
+        published = published_events(client)
         client.close()
     finally:
         redis.stop()
-    return {"durations": durations, "published": published, "events": events}
+    return {"durations": durations, "published": published, "events": events, "seconds": seconds}
+
+
+def published_events(client) -> int:
+    """Events in the broker's default queue: one per send_event task, the list's length for
+    send_events (the batch task)."""
+    count = 0
+    for raw in client.lrange("celery", 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == "eventtracking.tasks.send_events":
+            count += len(json.loads(base64.b64decode(message["body"]))[0][1])
+        else:
+            count += 1
+    return count
 
 
 def row(side: str, broker: str, result: dict) -> str:
     durations = result["durations"]
+    rate = f"{result['events'] / result['seconds']:>11,.0f}" if broker == "up" else f"{'-':>11}"
     return (
-        f"{side:10} {broker:6} {result['events']:>7,} {statistics.median(durations) * 1e6:>12,.1f}"
-        f" {max(durations) * 1e6:>12,.0f} {result['published']:>7,} of {result['events']:,}"
+        f"{side:16} {broker:6} {result['events']:>7,} {statistics.median(durations) * 1e6:>12,.1f}"
+        f" {max(durations) * 1e6:>12,.0f} {rate} {result['published']:>7,} of {result['events']:,}"
     )
 
 
@@ -91,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             ("original", "up"): run(ORIGINAL_PYTHON, args.events, True, workdir),
             ("ours", "up"): run(OURS_PYTHON, args.events, True, workdir),
+            ("ours, batch 100", "up"): run(OURS_PYTHON, args.events, True, workdir, SITE_BATCH_SIZE="100"),
             ("original", "down"): run(ORIGINAL_PYTHON, args.original_down_events, False, workdir),
             ("ours", "down"): run(OURS_PYTHON, args.down_events, False, workdir),
         }
     print("emit() through AsyncRoutingBackend, Redis broker on loopback (µs per emit)")
-    print(f"{'side':10} {'broker':6} {'events':>7} {'median µs':>12} {'max µs':>12} {'published':>13}")
+    print(
+        f"{'side':16} {'broker':6} {'events':>7} {'median µs':>12} {'max µs':>12} {'published/s':>11}"
+        f" {'published':>13}"
+    )
     for (side, broker), result in results.items():
         print(row(side, broker, result))
     for broker in ("up", "down"):
@@ -105,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             f"broker {broker}: median emit(), ours / original: {ours / original:.2g}x"
             f" ({original / ours:,.0f}x faster)"
         )
+    single, batched = (results[(side, "up")] for side in ("ours", "ours, batch 100"))
+    print(
+        f"batch mode: published/s {single['seconds'] / batched['seconds']:.1f}x ours with one task per event"
+        " (tasks eventtracking.tasks.send_events: every worker must run this package)"
+    )
     lost = {
         side: results[(side, "down")]["events"] - results[(side, "down")]["published"]
         for side in ("ours", "original")
