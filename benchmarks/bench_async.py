@@ -1,7 +1,7 @@
 """emit() through AsyncRoutingBackend on a real Redis broker, up and down: ours against the original.
 
 Run with ``make bench`` (or ``python benchmarks/bench_async.py``). Each row is one web process
-of the test site (``tests/openedx_site``: Django settings and a Celery app as an Open edX site
+of the test site (``tests/async_site``: Django settings and a Celery app as an Open edX site
 has them, the whitelist router as event-routing-backends configures it) emitting through
 ``eventtracking.tracker.emit``: with our package (``.venv``) or with Open edX's event-tracking
 4.1.5 (``.envs/original``). The broker is a real ``redis-server`` on loopback; for the "down"
@@ -43,7 +43,7 @@ def run(python: str, events: int, broker_up: bool, workdir: str, **extra_env: st
             redis.stop()
         out = str(Path(workdir) / "report.json")
         producer = subprocess.Popen(
-            [python, "-m", "openedx_site.produce", "--out", out, "--whitelisted", str(events), "--hold"]
+            [python, "-m", "async_site.produce", "--out", out, "--whitelisted", str(events), "--hold"]
             + (["--flush"] if broker_up else []),
             env=env,
             cwd=TESTS,

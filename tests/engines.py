@@ -2,7 +2,7 @@
 
 ``RedisServer`` runs Debian's ``redis-server`` (installed by ``make test``) on a free port, without
 persistence; it can be stopped and started again on the same port, which is how the tests make a
-broker outage. ``CeleryWorker`` runs ``celery worker`` on the test site (``openedx_site``), in our
+broker outage. ``CeleryWorker`` runs ``celery worker`` on the test site (``async_site``), in our
 environment or in ``.envs/original`` (Open edX's event-tracking 4.1.5). Every process is bounded:
 waits have deadlines, and ``stop()`` kills what did not exit by itself.
 """
@@ -48,7 +48,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 def site_env(**extra: str) -> dict:
     """The environment of a process of the test site (Django settings, import path)."""
     env = dict(os.environ)
-    env["DJANGO_SETTINGS_MODULE"] = "openedx_site.settings"
+    env["DJANGO_SETTINGS_MODULE"] = "async_site.settings"
     env["PYTHONPATH"] = TESTS + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -136,7 +136,7 @@ class RedisServer:
 
 
 class CeleryWorker:
-    """``celery -A openedx_site worker`` (prefork, 2 processes) on the test site, in ``python``'s
+    """``celery -A async_site worker`` (prefork, 2 processes) on the test site, in ``python``'s
     environment; its log is kept in ``workdir`` and shown when the test fails."""
 
     def __init__(self, python: str, workdir: str, env: dict, name: str = "worker") -> None:
@@ -153,7 +153,7 @@ class CeleryWorker:
                 "-m",
                 "celery",
                 "-A",
-                "openedx_site",
+                "async_site",
                 "worker",
                 "--loglevel",
                 "INFO",

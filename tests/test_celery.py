@@ -1,8 +1,8 @@
 """AsyncRoutingBackend on real engines: a real Redis broker, real ``celery worker`` processes, the
-test site's web processes (``openedx_site.produce``) emitting through ``eventtracking.tracker``,
+test site's web processes (``async_site.produce``) emitting through ``eventtracking.tracker``,
 and the project's collector as the Segment API behind the worker.
 
-The site is configured as an Open edX site is (``openedx_site.settings``): nothing of ours beyond
+The site is configured as an Open edX site is (``async_site.settings``): nothing of ours beyond
 the original's settings. Mixed fleets are run too: our web process with the original's worker
 (``.envs/original``: Open edX's event-tracking 4.1.5) and the other way round.
 """
@@ -46,7 +46,7 @@ def workers(tmp_path):
 def produce(python: str, env: dict, out: str, *args: str, timeout: float = 300) -> dict:
     """Run the site's producer to completion and return its report."""
     result = subprocess.run(
-        [python, "-m", "openedx_site.produce", "--out", out, *args],
+        [python, "-m", "async_site.produce", "--out", out, *args],
         env=env,
         cwd=TESTS,
         capture_output=True,
@@ -119,7 +119,7 @@ def test_a_broker_outage_costs_the_request_nothing_and_loses_nothing(
     redis_server.stop()
     out = str(tmp_path / "report.json")
     producer = subprocess.Popen(
-        [OURS_PYTHON, "-m", "openedx_site.produce", "--out", out, "--whitelisted", "200", "--hold"],
+        [OURS_PYTHON, "-m", "async_site.produce", "--out", out, "--whitelisted", "200", "--hold"],
         env=site,
         cwd=TESTS,
         stdin=subprocess.PIPE,
@@ -204,7 +204,7 @@ def test_with_a_spool_events_outlive_a_killed_process_during_an_outage(
     redis_server.stop()
     out = str(tmp_path / "report.json")
     producer = subprocess.Popen(
-        [OURS_PYTHON, "-m", "openedx_site.produce", "--out", out, "--whitelisted", "100", "--hold"],
+        [OURS_PYTHON, "-m", "async_site.produce", "--out", out, "--whitelisted", "100", "--hold"],
         env=spooled,
         cwd=TESTS,
         stdin=subprocess.PIPE,

@@ -1,6 +1,6 @@
 """The event bus on real engines: openedx-events with edx-event-bus-redis over a real Redis.
 
-The test site's web process (``openedx_site.produce``, ``SITE_ROUTE=eventbus``) emits through
+The test site's web process (``async_site.produce``, ``SITE_ROUTE=eventbus``) emits through
 ``eventtracking.tracker``; its ``EventBusRoutingBackend`` puts the tracking logs on the bus from
 its publisher's thread. A real consumer run (openedx-events' ``consume_events`` command with
 edx-event-bus-redis' consumer) reads them back, and ``eventtracking.handlers`` hands each one to

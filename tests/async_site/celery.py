@@ -8,9 +8,9 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openedx_site.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "async_site.settings")
 
-app = Celery("openedx_site")
+app = Celery("async_site")
 if os.environ.get("SITE_CELERY_NAMES") == "original":
     # event-routing-backends' celeryconfig style: every Django setting, Celery 3's names (BROKER_URL)
     app.config_from_object("django.conf:settings")

@@ -1,7 +1,7 @@
 """A web process of the test site: emits events through ``eventtracking.tracker.emit`` and says
 how long each ``emit()`` took. Runs with our package or with the original (``.envs/original``).
 
-    python -m openedx_site.produce --whitelisted N --others M --out FILE [--hold] [--fork K]
+    python -m async_site.produce --whitelisted N --others M --out FILE [--hold] [--fork K]
 
 The events are interleaved (the whitelisted ones are named ``edx.site.whitelisted``, the
 others ``edx.site.other``), each with ``data.seq`` and the user
