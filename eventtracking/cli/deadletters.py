@@ -12,8 +12,6 @@ The spool's dead-letter lock is held only to read the file and, after sending, t
 a backend running on the same spool appends new dead letters meanwhile (it waits for that lock
 only while the file is read or rewritten), and the rewrite keeps what was appended since the
 read. The new file is fsynced before it replaces the old one.
-The lead wires this module into :mod:`eventtracking.cli` (``add_parser`` and ``run``); ``main``
-runs it alone: ``python -m eventtracking.spool_cli deadletters list --spool DIR``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import orjson
 
@@ -66,17 +64,23 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.spool):
         print(f"eventtracking deadletters: no spool directory {args.spool}", file=sys.stderr)
         return 1
-    if args.action == "list":
-        return list_dead_letters(args.spool, as_json=args.json)
-    return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+    try:
+        if args.action == "list":
+            return list_dead_letters(args.spool, as_json=args.json)
+        return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+    except OSError as error:  # e.g. ELOOP: a symbolic link where the file should be
+        print(f"eventtracking deadletters: {error}", file=sys.stderr)
+        return 1
 
 
 def _read_file(path: str) -> bytes:
+    """The file's bytes (b"" when there is none); a symbolic link in its place is refused (ELOOP)."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return b""
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def parse_dead_letters(data: bytes) -> list[tuple[bytes, Optional[dict]]]:
@@ -213,7 +217,9 @@ def _rewrite(path: str, lines: list[bytes]) -> None:
     """Replace ``path`` by ``lines``, through a temporary file fsynced first (lock held)."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+        with os.fdopen(
+            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb"
+        ) as file:
             file.write(b"".join(line + b"\n" for line in lines))
             file.flush()
             os.fsync(file.fileno())
@@ -227,17 +233,3 @@ def _rewrite(path: str, lines: list[bytes]) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``deadletters ...`` alone (without the rest of the ``eventtracking`` command)."""
-    parser = argparse.ArgumentParser(prog="eventtracking")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
