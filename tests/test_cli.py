@@ -20,17 +20,19 @@ import orjson
 import pytest
 
 from eventtracking import cli
-from eventtracking.cli import collect, received
+from eventtracking.cli import args, received
 from eventtracking.collector import Collector
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20  # seconds, on every socket and subprocess wait
+WRITE_KEY_VARIABLES = (args.WRITE_KEY_ENV, *args.WRITE_KEY_ENV_ALIASES)
 LISTENING = re.compile(r"^listening on http://127\.0\.0\.1:(\d+)$")
 
 
 def start_collect(*args: str, env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, int, str]:
     """Run ``python -m eventtracking collect ARGS``; return the process, its port and first line."""
-    process_env = dict(os.environ, **(env or {}))
+    process_env = {name: value for name, value in os.environ.items() if name not in WRITE_KEY_VARIABLES}
+    process_env.update(env or {})
     process_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), process_env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "eventtracking", "collect", *args],
@@ -138,9 +140,10 @@ def test_collect_prints_its_port_serves_and_stops_cleanly_on_a_signal(tmp_path, 
         assert reopened.message_ids() == ["m-1", "m-2", "m-3"]
 
 
-def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path):
+@pytest.mark.parametrize("variable", [args.WRITE_KEY_ENV, *args.WRITE_KEY_ENV_ALIASES])
+def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path, variable):
     key = "cli-Secret-write-key-42"
-    process, port, first_line = start_collect("-vv", env={collect.WRITE_KEY_ENV: key})
+    process, port, first_line = start_collect("-vv", env={variable: key})
     try:
         assert request(port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 401
         basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}

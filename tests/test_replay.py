@@ -677,7 +677,7 @@ def test_a_refused_event_is_a_failed_delivery_and_the_checkpoint_passes_it(capsy
     [
         (["replay", "{log}"], "no destination"),
         (["replay", "{missing}", "--host", "http://127.0.0.1:9"], "no such file"),
-        (["replay", "{log}", "--local", "{log}"], "not a SQLite database"),
+        (["replay", "{log}", "--local", "--db", "{log}"], "not a SQLite database"),
         (["replay", "{log}", "--local", "--host", "http://127.0.0.1:9"], "takes no --write-key or --host"),
         (["replay", "{log}", "--dry-run", "--checkpoint", "{log}"], "not a replay checkpoint"),
     ],
