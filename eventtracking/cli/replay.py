@@ -85,6 +85,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--anonymous-id-field", default=None, metavar="PATH",
         help="send events without a user id under the anonymousId at this dotted path (context.session)",
     )
+    add(
+        "--retry-timeout", type=positive_float, default=None, metavar="S",
+        help="give up on a batch the destination does not take after S seconds of retries (default: 60)",
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -265,6 +269,8 @@ def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace,
         options["anonymous_id_field"] = args.anonymous_id_field
     if args.spool:
         options["spool_dir"] = args.spool
+    if args.retry_timeout:
+        options["retry_timeout"] = args.retry_timeout
     try:
         return SegmentBackend(write_key=write_key, host=host, on_error=on_error, **options)
     except Exception as exc:  # the backend's own words say what is wrong with the option
