@@ -871,7 +871,7 @@ def test_a_stop_while_the_destination_is_slow_checkpoints_at_a_chunk_end(capsys,
     total = 6000  # about 5 MB: several chunks, and the reader waits for the backlog between them
     log = write_lines(tmp_path / "t.log", many_lines(total))
     checkpoint = tmp_path / "cp.json"
-    argv = [str(log), "--host", collector.url, "--checkpoint", str(checkpoint), "--checkpoint-every", "100000"]
+    argv = [str(log), "--host", collector.url, "--checkpoint", str(checkpoint), "--checkpoint-every", "99999"]
     collector.faults.add(delay=0.3, times=None)
     process = python_m("replay", *argv)
     try:
