@@ -826,7 +826,6 @@ def test_an_unreachable_host_ends_with_the_reason_and_no_flood_of_warnings(tmp_p
     assert "stopped early: deliveries failed (gave_up" in out
     failed = [line for line in out.splitlines() if line.startswith("  failed deliveries")]
     assert failed and "gave_up 30" in failed[0]
-    assert f"127.0.0.1:{port}" in failed[0] and "refused" in failed[0]  # the network error and the host
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.spool):
         print(f"eventtracking deadletters: no spool directory {args.spool}", file=sys.stderr)
         return 1
-    key = write_key(args.write_key)
+    key = write_key(getattr(args, "write_key", None))  # only resend/drain take one
     if args.action == "resend" and not key:
         print(
             f"eventtracking deadletters resend: no write key: give --write-key KEY or set ${WRITE_KEY_ENV}",

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action is None:  # `eventtracking spool` alone: say what it takes
         sys.stdout.write(args.format_help())
         return 0
-    key = write_key(args.write_key)
+    key = write_key(getattr(args, "write_key", None))  # only resend/drain take one
     if args.action == "drain" and not key:
         print(
             f"eventtracking spool drain: no write key: give --write-key KEY or set ${WRITE_KEY_ENV}",
