@@ -90,6 +90,7 @@ class Publisher:
         self._dropped_since_warning = 0
         self._last_warning = 0.0
         self._outage_since: Optional[float] = None
+        self._refused = 0  # refused by the channel in its current call: settled, not published
         background.register(self)
         if spool_dir is not None and self.buffer.pending()[0]:
             self._thread.ensure_started()  # publish what an earlier process left
@@ -218,6 +219,7 @@ class Publisher:
         start, attempt = 0, 0
         while start < len(batch):
             rest = batch[start:]
+            self._refused = 0
             try:
                 settled = self.channel.publish(rest, self._refuse)
             except Exception as error:
@@ -225,7 +227,7 @@ class Publisher:
                 self._outage(error)
             settled = max(0, min(settled, len(rest)))
             if settled:
-                self.counters.add("published", settled)
+                self.counters.add("published", max(0, settled - self._refused))
                 start += settled
                 attempt = 0
                 if self._outage_since is not None:
@@ -251,6 +253,7 @@ class Publisher:
     def _refuse(self, reason: str, item: bytes) -> None:
         """The channel refused ``item`` for good (it can never be published): count and say it."""
         self.counters.add_reason("dropped", reason)
+        self._refused += 1
         log.warning(
             "%s: dropped an event the broker can never take (%s, %d bytes)", self.name, reason, len(item)
         )

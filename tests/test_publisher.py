@@ -107,3 +107,30 @@ def test_an_event_json_cannot_hold_is_skipped_and_counted_others_go_on(app, redi
     sent = sorted(body[0][1]["data"]["seq"] for body in bodies)
     assert sent == [0, 2]
     backend.close(5)
+
+
+def test_what_a_channel_refuses_for_good_is_counted_by_reason_not_as_published(caplog):
+    """A unit test of the Publisher's accounting (no broker: the channel is a small stand-in)."""
+    from eventtracking.publisher import Publisher
+
+    published = []
+
+    class Channel:
+        def publish(self, items, refuse):
+            for item in items:
+                if item == b"bad":
+                    refuse("unencodable", item)
+                else:
+                    published.append(item)
+            return len(items)
+
+    publisher = Publisher(Channel(), "unit")
+    with caplog.at_level(logging.WARNING, logger="eventtracking.publisher"):
+        for item in (b"1", b"bad", b"2"):
+            assert publisher.put(item)
+        assert publisher.flush(10)
+    stats = publisher.stats()
+    assert published == [b"1", b"2"]
+    assert stats["published"] == 2 and stats["dropped"] == {"unencodable": 1} and stats["accepted"] == 3
+    assert "unencodable" in caplog.text
+    assert publisher.close(5)
