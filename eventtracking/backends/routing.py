@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 from uuid import UUID
 
 from eventtracking.backends import event_name
-from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.processors.exceptions import EventEmissionExit, NoBackendEnabled, NoTransformerImplemented
 
 LOG = logging.getLogger(__name__)
 
@@ -28,9 +28,10 @@ class RoutingBackend:
        new event. Raising ``EventEmissionExit`` drops the event silently: no later
        processor and no backend sees it. Any other exception is logged and that
        processor is skipped: the event goes on as it left it, as in the original package
-       (a site's authoritative tracking log must not lose events to a processor's bug;
-       put privacy scrubbing in the backend, e.g. SegmentBackend's ``exclude_fields``,
-       where a failure cannot let data through).
+       (a site's authoritative tracking log must not lose events to a processor's bug).
+       Except for filters (processors with a true ``fails_closed`` attribute, such as the
+       whitelist and the regex filter): an exception from one drops the event, logged,
+       because a filter's failure must never let an event through.
 
     2) Backends are called one after the other in ascending order of their names. Each
        backend receives its own deep copy of the processed event, so one backend
@@ -103,8 +104,9 @@ class RoutingBackend:
         Run every processor on `event` in order and return the result.
 
         `event` may be mutated in place. Raises ``EventEmissionExit`` if a processor asked
-        for the event to be dropped. A processor that fails otherwise is logged here and
-        skipped: the chain goes on with the event as that processor left it.
+        for the event to be dropped, or if a filter (``fails_closed``) failed. Any other
+        processor that fails is logged here and skipped: the chain goes on with the event
+        as that processor left it.
         """
         for processor in self.processors:
             try:
@@ -112,6 +114,12 @@ class RoutingBackend:
             except EventEmissionExit:
                 raise
             except Exception:
+                if getattr(processor, "fails_closed", False) is True:  # not a Mock's attribute
+                    # A filter that failed must not let the event through: drop it.
+                    LOG.exception(
+                        "Filter %r failed on event %r: the event is dropped", processor, event_name(event)
+                    )
+                    raise EventEmissionExit() from None
                 LOG.exception("Failed to execute processor %r on event %r", processor, event_name(event))
                 continue
             if modified is not None:
@@ -124,20 +132,45 @@ class RoutingBackend:
 
         The last backend receives `event` itself, which is safe because every earlier
         backend was given a copy taken before it ran; so `event` must be owned by this
-        router (``send`` guarantees that). A nested router is handed its copy as its
-        own, so it does not copy again. Logs and swallows backend exceptions.
+        router (``send`` guarantees that). A nested plain ``RoutingBackend`` is handed its
+        copy as its own, so it does not copy again; a subclass that overrides ``send()``
+        (``AsyncRoutingBackend``, ``EventBusRoutingBackend``...) is called through its
+        ``send()``. Logs and swallows backend exceptions: ``NoTransformerImplemented`` and
+        ``NoBackendEnabled`` (a backend saying the event is not for it) at info level, with
+        the original's messages, anything else as an error.
         """
         names = list(self.backends)
         for index, name in enumerate(names):
             backend = self.backends[name]
             try:
                 payload = event if index == len(names) - 1 else isolated_copy(event)
-                if isinstance(backend, RoutingBackend):
+                send = backend.send
+                if getattr(send, "__func__", None) is _PLAIN_SEND:
+                    # A plain router (its send() not overridden by a subclass nor patched on
+                    # the instance) takes the copy as its own instead of copying it again.
                     backend._route(payload)
                 else:
-                    backend.send(payload)
+                    send(payload)
+            except NoTransformerImplemented as error:
+                LOG.info(
+                    '[send_to_backends] No transformer has been implemented for edx event "%s", [%r]',
+                    event_name(event),
+                    error,
+                )
+            except NoBackendEnabled as error:
+                LOG.info(
+                    '[send_to_backends] Failed to send edx event "%s" to "%s" backend. "%s" backend has'
+                    " not been enabled, [%r]",
+                    event_name(event),
+                    name,
+                    name,
+                    error,
+                )
             except Exception:
-                LOG.exception("Unable to send event to backend: %s", name)
+                LOG.exception('Unable to send edx event "%s" to backend: %s', event_name(event), name)
+
+
+_PLAIN_SEND = RoutingBackend.send
 
 
 def isolated_copy(event: Any) -> Any:

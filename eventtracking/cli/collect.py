@@ -1,0 +1,79 @@
+"""``eventtracking collect``: run the local Segment-compatible collector until SIGINT/SIGTERM.
+
+The first line on stdout is exactly ``listening on http://HOST:PORT`` (flushed), so a parent
+process can read the port it got.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+from typing import Any
+
+from eventtracking.cli.args import add_db, add_write_key, on_signals, write_key
+from eventtracking.collector import Collector
+from eventtracking.wording import plural
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``collect`` on the ``eventtracking`` command's subparsers."""
+    collect = subparsers.add_parser(
+        "collect",
+        help="run a local Segment-compatible collector",
+        description="Serve Segment's HTTP Tracking API and store what arrives in SQLite. "
+        "Prints 'listening on URL' first; stops cleanly on SIGINT/SIGTERM.",
+    )
+    collect.add_argument(
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind (default: 127.0.0.1)"
+    )
+    collect.add_argument(
+        "--port", type=int, default=0, metavar="PORT", help="port to bind; 0 picks a free one (default)"
+    )
+    add_db(collect, "the collector's SQLite file, to store messages in (default: in memory)")
+    add_write_key(collect, "accept only requests with this write key; none given: any key")
+    collect.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log refusals, faults (-v) and requests (-vv)"
+    )
+    collect.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 if the address cannot be bound."""
+    stop_requested = threading.Event()
+    restore = on_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop_requested.set())
+    try:
+        try:
+            collector = Collector(
+                db_path=args.db, host=args.host, port=args.port, write_key=write_key(args.write_key)
+            )
+        except sqlite3.Error as exc:
+            print(f"eventtracking collect: cannot open the database {args.db}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            collector.start()
+        except OSError as exc:
+            collector.close()
+            print(f"eventtracking collect: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            print(f"listening on {collector.url}", flush=True)
+            if args.verbose:  # from here on: the line above is the one that says where it listens
+                logging.basicConfig(
+                    level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                    stream=sys.stderr,
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                )
+            # A timeout keeps the wait responsive to signals on every platform.
+            while not stop_requested.wait(0.5):
+                pass
+        finally:
+            stored = collector.count()
+            collector.close()
+        print(f"eventtracking collect: stopped, {plural(stored, 'message')} stored", file=sys.stderr)
+        return 0
+    finally:
+        restore()
