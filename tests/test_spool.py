@@ -915,3 +915,20 @@ def test_drain_in_an_outage_keeps_everything(tmp_path, capsys):
     assert cli.main(["spool", "status", "--spool", str(tmp_path), "--json"]) == 0
     [part] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert part["state"] == "left" and part["pending"] == 10
+
+
+def test_the_disk_bound_covers_the_whole_directory(tmp_path):
+    first = Spool(str(tmp_path), max_bytes=20_000)
+    while first.put(track_message(1)):
+        pass
+    held = first.pending()[1]
+    assert 19_000 < held <= 20_000
+    second = Spool(str(tmp_path), max_bytes=20_000)  # measures first's part when it opens
+    assert not second.put(track_message(2))  # the directory is full
+    assert [part["state"] for part in second.stats()["parts"]] == ["own", "live"]
+    assert second.stats()["parts"][1]["disk_bytes"] >= held
+    drain(first)
+    first.close()
+    second._scan()  # what the sender does every second
+    assert second.put(track_message(2))
+    second.close()
