@@ -707,7 +707,7 @@ def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile
     with mock.patch.object(deadletters, "Sender", AppendingMeanwhile):
         status, out = run_cli(capsys, *resend_args(collector, tmp_path))
     assert lock_free == [True]
-    assert "delivered 1" in out and "1 new dead letters arrived meanwhile" in out and status == 1
+    assert "delivered 1" in out and "1 new dead letter arrived meanwhile" in out and status == 1
     assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == new
     assert collector.message_ids() == ["raw-1"]
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
