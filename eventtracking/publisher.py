@@ -34,12 +34,11 @@ import time
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from eventtracking import background
-from eventtracking.segment.buffer import MemoryBuffer
-from eventtracking.segment.stats import Counters
+from eventtracking.segment.buffer import open_buffer
+from eventtracking.segment.stats import Counters, DropWarning
 
 log = logging.getLogger(__name__)
 
-WARNING_INTERVAL = 10.0  # seconds between two "buffer full" warnings
 BATCH_COUNT = 100  # items per channel call: bounds what a broken connection can leave unsettled
 
 
@@ -51,9 +50,16 @@ class Channel(Protocol):
 
 class PublisherCounters(Counters):
     """``accepted`` is the buffer's; ``published`` by the channel, ``retries`` of a batch the broker
-    did not take, ``outages`` begun; ``dropped`` by reason."""
+    did not take, ``outages`` begun; ``dropped`` (and ``skipped``) by reason, with details."""
 
     TOTALS = ("published", "retries", "outages")
+
+
+def idle_stats() -> dict[str, Any]:
+    """What ``Publisher.stats()`` says before anything was put (for a backend with no publisher yet)."""
+    result = PublisherCounters().snapshot()
+    result.update(accepted=0, pending=0, pending_bytes=0)
+    return result
 
 
 class Publisher:
@@ -84,11 +90,10 @@ class Publisher:
         self.exit_timeout = exit_timeout
         self.backoff_base, self.backoff_max = backoff
         self.counters = PublisherCounters()
-        self.buffer: Any = _open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
+        self.buffer: Any = open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
         self._thread = background.BackgroundThread(self._run, f"eventtracking-{name}-publisher")
         self._give_up = threading.Event()  # close() ran out of time: stop waiting for the broker
-        self._dropped_since_warning = 0
-        self._last_warning = 0.0
+        self._full_warning = DropWarning()
         self._outage_since: Optional[float] = None
         self._refused = 0  # refused by the channel in its current call: settled, not published
         background.register(self)
@@ -116,18 +121,15 @@ class Publisher:
         return False
 
     def _buffer_full(self) -> None:
-        self.counters.add_reason("dropped", "buffer_full")
-        self._dropped_since_warning += 1
-        now = time.monotonic()
-        if now - self._last_warning >= WARNING_INTERVAL:
-            log.warning(
-                "%s: buffer full (%d bytes): dropped %d events since the last warning",
-                self.name,
-                self.buffer.max_bytes,
-                self._dropped_since_warning,
-            )
-            self._last_warning = now
-            self._dropped_since_warning = 0
+        self.counters.add_reason(
+            "dropped", "buffer_full", detail=f"buffer full ({self.buffer.max_bytes} bytes)"
+        )
+        self._full_warning.dropped(
+            log,
+            "%s: buffer full (%d bytes): dropped %d events since the last warning",
+            self.name,
+            self.buffer.max_bytes,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -177,8 +179,10 @@ class Publisher:
             reset()
 
     def stats(self) -> dict[str, Any]:
-        """``accepted``, ``published``, ``retries``, ``outages``, ``dropped`` by reason,
-        ``pending`` / ``pending_bytes`` (accepted, not yet published), and ``spool`` with one."""
+        """``accepted``, ``published``, ``retries``, ``outages``, ``dropped`` by reason (with
+        ``reasons``: the latest detail of each), ``last_error`` (the latest reason the broker did
+        not take events), ``pending`` / ``pending_bytes`` (accepted, not yet published), and
+        ``spool`` with one."""
         background.check_fork()
         result = self.counters.snapshot()
         result["accepted"] = self.buffer.accepted
@@ -225,6 +229,7 @@ class Publisher:
             except Exception as error:
                 settled = 0
                 self._outage(error)
+                self.counters.note_error(f"broker unavailable ({type(error).__name__}: {error})")
             settled = max(0, min(settled, len(rest)))
             if settled:
                 self.counters.add("published", max(0, settled - self._refused))
@@ -252,7 +257,9 @@ class Publisher:
 
     def _refuse(self, reason: str, item: bytes) -> None:
         """The channel refused ``item`` for good (it can never be published): count and say it."""
-        self.counters.add_reason("dropped", reason)
+        self.counters.add_reason(
+            "dropped", reason, detail=f"the broker can never take it ({len(item)} bytes)"
+        )
         self._refused += 1
         log.warning(
             "%s: dropped an event the broker can never take (%s, %d bytes)", self.name, reason, len(item)
@@ -264,6 +271,7 @@ class Publisher:
         self._outage_since = time.monotonic()
         self.counters.add("outages")
         reason = f" ({type(error).__name__}: {error})" if error is not None else ""
+        self.counters.note_error(f"broker unavailable{reason}")
         log.warning(
             "%s: the broker does not take events%s: %d pending, retrying until it does",
             self.name,
@@ -274,21 +282,10 @@ class Publisher:
     def _leave(self, rest: list[bytes]) -> None:
         if self.buffer.keep_for_later(rest):
             return
-        self.counters.add_reason("dropped", "exit_timeout", len(rest))
+        self.counters.add_reason(
+            "dropped",
+            "exit_timeout",
+            len(rest),
+            detail="not published before close()'s deadline (broker away)",
+        )
         log.warning("%s: closing: dropped %d events the broker did not take in time", self.name, len(rest))
-
-
-def _open_buffer(
-    name: str, max_bytes: int, spool_dir: Optional[str], spool_max_bytes: int, fsync: bool
-) -> Any:
-    """The memory buffer, or the spool in ``spool_dir`` (memory, with a warning, when the disk
-    refuses it: the application must start)."""
-    if spool_dir is None:
-        return MemoryBuffer(max_bytes)
-    from eventtracking.segment.spool import Spool  # only spooling publishers pay for it
-
-    try:
-        return Spool(spool_dir, max_bytes=spool_max_bytes, fsync=fsync, memory_bytes=max_bytes)
-    except OSError as error:
-        log.warning("%s: cannot open the spool in %s (%s): buffering in memory", name, spool_dir, error)
-        return MemoryBuffer(max_bytes)

@@ -30,7 +30,7 @@ from eventtracking import kombu_json
 from eventtracking.backends import event_name
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.publisher import Publisher
+from eventtracking.publisher import Publisher, idle_stats
 from eventtracking.tasks import BATCH_TASK_NAME, TASK_NAME, send_event
 
 logger = logging.getLogger(__name__)
@@ -151,15 +151,7 @@ class AsyncRoutingBackend(RoutingBackend):
         """The publisher's counters (accepted, published, retries, outages, dropped and skipped
         by reason, pending); all zero before the first send."""
         if self._publisher is None:
-            return {
-                "accepted": 0,
-                "published": 0,
-                "retries": 0,
-                "outages": 0,
-                "pending": 0,
-                "dropped": {},
-                "skipped": {},
-            }
+            return idle_stats()
         return self._publisher.stats()
 
 

@@ -37,7 +37,7 @@ from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
 from eventtracking.backends.logger import DateTimeJSONEncoder
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL, event_bus_tracking_logs
-from eventtracking.publisher import Publisher
+from eventtracking.publisher import Publisher, idle_stats
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class EventBusRoutingBackend(RoutingBackend):
         """The publisher's counters (accepted, published, retries, outages, dropped by reason,
         pending); all zero before the first publish."""
         if self._publisher is None:
-            return {"accepted": 0, "published": 0, "retries": 0, "outages": 0, "pending": 0, "dropped": {}}
+            return idle_stats()
         return self._publisher.stats()
 
 

@@ -24,23 +24,21 @@ import itertools
 import logging
 import secrets
 import threading
-import time
 from typing import Any, Optional
 
 from eventtracking import background
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
-from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.segment.buffer import open_buffer
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
 from eventtracking.segment.sender import ErrorHook, Sender
-from eventtracking.segment.stats import Counters
+from eventtracking.segment.stats import Counters, DropWarning
 from eventtracking.segment.transport import HttpTransport
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.segment.io"
-WARNING_INTERVAL = 10.0  # seconds between two "buffer full" warnings
 
 
 def _import_clients() -> tuple[Any, Any]:
@@ -157,8 +155,7 @@ class SegmentBackend:
         self.exit_timeout = exit_timeout
         self._counters = Counters()
         self._ids = MessageIds()
-        self._dropped_since_warning = 0
-        self._last_warning = 0.0
+        self._full_warning = DropWarning()
         self._sender: Optional[Sender] = None
         self._clients_used: list[Any] = []  # the global clients handed messages: flush() flushes them
         self._client_error_warned = False
@@ -178,10 +175,7 @@ class SegmentBackend:
             transport = HttpTransport(
                 host or DEFAULT_HOST, write_key, gzip_level=6 if gzip is True else int(gzip), timeout=timeout
             )
-            if spool_dir is None:
-                self._buffer = MemoryBuffer(max_buffer_bytes)
-            else:
-                self._buffer = _open_spool(spool_dir, spool_max_bytes, fsync, max_buffer_bytes)
+            self._buffer = open_buffer("SegmentBackend", max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
             self._sender = Sender(
                 self._buffer,
                 transport,
@@ -246,16 +240,11 @@ class SegmentBackend:
 
     def _buffer_full(self) -> None:
         self._counters.add_reason("dropped", "buffer_full")
-        self._dropped_since_warning += 1
-        now = time.monotonic()
-        if now - self._last_warning >= WARNING_INTERVAL:
-            log.warning(
-                "SegmentBackend buffer full (%d bytes): dropped %d events since the last warning",
-                self._buffer.max_bytes,
-                self._dropped_since_warning,
-            )
-            self._last_warning = now
-            self._dropped_since_warning = 0
+        self._full_warning.dropped(
+            log,
+            "SegmentBackend buffer full (%d bytes): dropped %d events since the last warning",
+            self._buffer.max_bytes,
+        )
 
     def _skip(self, reason: str, event: Any, detail: str = "") -> None:
         self._counters.add_reason("skipped", reason)
@@ -388,16 +377,3 @@ def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:
         log.warning("flush of the global Segment client failed: %s: %s", type(errors[0]).__name__, errors[0])
         return False
     return True
-
-
-def _open_spool(spool_dir: str, max_bytes: int, fsync: bool, memory_bytes: int) -> Any:
-    """The spool in ``spool_dir`` (this process's part of it); memory, with a warning, when the
-    directory cannot be used at all (the application must start)."""
-    from eventtracking.segment.spool import Spool  # only spooling backends pay for it
-
-    try:
-        return Spool(spool_dir, max_bytes=max_bytes, fsync=fsync, memory_bytes=memory_bytes)
-    except OSError as error:
-        log.warning("SegmentBackend: cannot open the spool in %s (%s): buffering in memory", spool_dir, error)
-        return MemoryBuffer(memory_bytes)
-

@@ -13,11 +13,14 @@ yet ``done`` on disk.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_right
 from itertools import accumulate, repeat
-from typing import Optional
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
 
 
 class SenderWait:
@@ -171,3 +174,26 @@ class MemoryBuffer(SenderWait):
         self.accepted = 0
         self._reset()
         return self
+
+
+def open_buffer(
+    owner: str,
+    memory_bytes: int,
+    spool_dir: Optional[str] = None,
+    spool_max_bytes: int = 1024**3,
+    fsync: bool = False,
+) -> Any:
+    """The buffer of a sender: memory, or the spool in ``spool_dir`` (this process's part of it).
+
+    When the directory cannot be used at all, memory, with a warning naming ``owner``: the
+    application must start.
+    """
+    if spool_dir is None:
+        return MemoryBuffer(memory_bytes)
+    from eventtracking.segment.spool import Spool  # only spooling senders pay for it
+
+    try:
+        return Spool(spool_dir, max_bytes=spool_max_bytes, fsync=fsync, memory_bytes=memory_bytes)
+    except OSError as error:
+        log.warning("%s: cannot open the spool in %s (%s): buffering in memory", owner, spool_dir, error)
+        return MemoryBuffer(memory_bytes)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter
 from typing import Any, Optional
+
+WARNING_INTERVAL = 10.0  # seconds between two warnings of one DropWarning
 
 
 class Counters:
@@ -57,3 +61,25 @@ class Counters:
     def reset_after_fork(self) -> None:
         """The child counts its own work; the parent's lock may have been held at fork time."""
         self.__init__()
+
+
+class DropWarning:
+    """A warning said at most once every ``interval`` seconds, with how many drops it covers.
+
+    ``dropped(log, message, *args)`` counts one drop and, when the last warning is old enough,
+    logs ``message % (*args, drops since the last warning)``: a flood of drops costs one log line
+    per interval, not one per event.
+    """
+
+    def __init__(self, interval: float = WARNING_INTERVAL) -> None:
+        self.interval = interval
+        self._since_warning = 0
+        self._last_warning = 0.0
+
+    def dropped(self, log: logging.Logger, message: str, *args: Any) -> None:
+        self._since_warning += 1
+        now = time.monotonic()
+        if now - self._last_warning >= self.interval:
+            log.warning(message, *args, self._since_warning)
+            self._last_warning = now
+            self._since_warning = 0
