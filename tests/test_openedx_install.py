@@ -95,7 +95,8 @@ def assert_only_ours(venv: Path, original: dict[str, str]) -> None:
     package_files = {p for p in ours if p.startswith("eventtracking/")}
     assert "eventtracking/segment/encoding.py" in package_files  # a module only we have
 
-    on_disk = {p.relative_to(packages).as_posix() for p in (packages / "eventtracking").rglob("*") if p.is_file()}
+    tree = (packages / "eventtracking").rglob("*")
+    on_disk = {p.relative_to(packages).as_posix() for p in tree if p.is_file()}
     not_ours = set()
     for path in on_disk - package_files:
         # A bytecode file compiled after the install is ours only if its source is one of ours.
@@ -132,7 +133,7 @@ def assert_erb_installs_keep_ours(venv: Path, original: dict[str, str]) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """A fresh virtualenv on this interpreter with ERB installed (so Open edX's event-tracking)."""
-    assert (WHEELHOUSE / ".downloaded").exists(), "run `make .envs/wheelhouse/.downloaded` (part of make test)"
+    assert (WHEELHOUSE / ".downloaded").exists(), "make test fills .envs/wheelhouse first"
     venv = tmp_path_factory.mktemp("site") / "venv"
     run(sys.executable, "-m", "venv", venv)
     pip_offline(venv, "--upgrade", "pip")  # the bundled one may be old; a site's is current
