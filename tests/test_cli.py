@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from eventtracking import cli
+from eventtracking.cli import collect, received
 from eventtracking.collector import Collector
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +140,7 @@ def test_collect_prints_its_port_serves_and_stops_cleanly_on_a_signal(tmp_path, 
 
 def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path):
     key = "cli-Secret-write-key-42"
-    process, port, first_line = start_collect("-vv", env={cli.WRITE_KEY_ENV: key})
+    process, port, first_line = start_collect("-vv", env={collect.WRITE_KEY_ENV: key})
     try:
         assert request(port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 401
         basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
@@ -214,7 +215,7 @@ def test_received_without_a_database_fails_with_a_message(tmp_path, capsys):
 
 
 def test_table_shortens_long_cells_to_one_line():
-    table = cli.format_table([(1, {"type": "track", "event": "e" * 200 + "\nsecond line", "userId": 5})])
+    table = received.format_table([(1, {"type": "track", "event": "e" * 200 + "\nsecond line", "userId": 5})])
     row = table.splitlines()[1]
     assert len(row) < 120
     assert "..." in row

@@ -162,3 +162,49 @@ def test_tracker_events_through_logger_backend(capture):
     stamp = datetime.fromisoformat(decoded["timestamp"])
     assert stamp.utcoffset() == timedelta(0)
     assert decoded["timestamp"].endswith("+00:00")
+
+
+ENCODER_SAMPLE = """
+import datetime, json
+from zoneinfo import ZoneInfo
+from eventtracking.backends.logger import DateTimeJSONEncoder
+values = {
+    "naive": datetime.datetime(2026, 1, 2, 3, 4, 5, 6),
+    "utc": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+    "paris": datetime.datetime(2026, 7, 2, 3, 4, 5, 600000, tzinfo=ZoneInfo("Europe/Paris")),
+    "minus": datetime.datetime(2026, 1, 2, 23, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+    "date": datetime.date(2026, 2, 28),
+    "nested": [{"t": datetime.datetime(2000, 1, 1)}, "é", 1.5, None],
+}
+out = [json.dumps(values, cls=DateTimeJSONEncoder), json.dumps(values, cls=DateTimeJSONEncoder, indent=1)]
+for value in (datetime.time(1, 2), {1, 2}, object()):
+    try:
+        json.dumps(value, cls=DateTimeJSONEncoder)
+    except TypeError as error:
+        out.append(type(error).__name__)
+print(json.dumps(out))
+"""
+
+
+def test_datetime_json_encoder_writes_what_the_original_writes(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    original = Path(__file__).resolve().parent.parent / ".envs" / "original" / "bin" / "python"
+    assert original.exists(), f"{original} is missing: `make test` builds it"
+    outputs = [
+        subprocess.run(
+            [str(python), "-c", ENCODER_SAMPLE],
+            cwd=tmp_path,  # not the repository, whose eventtracking would shadow the original's
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        for python in (sys.executable, original)
+    ]
+    assert outputs[0] == outputs[1]
+    compact, _indented, *errors = json.loads(outputs[0])
+    assert json.loads(compact)["paris"] == "2026-07-02T01:04:05.600000+00:00"
+    assert errors == ["TypeError"] * 3

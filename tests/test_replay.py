@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import main
 from eventtracking.collector import Collector
-from eventtracking.replay import Replay, command, message_id, to_live_event
+from eventtracking.replay import Replay, loop, message_id, to_live_event
 from eventtracking.replay import lines as lines_module
-from eventtracking.replay.command import DryRun
+from eventtracking.replay.checkpoint import Checkpoint
 from eventtracking.replay.lines import Source
+from eventtracking.replay.loop import DryRun
 from eventtracking.segment.mapping import MappingOptions
 
 UTC = datetime.timezone.utc
@@ -536,7 +537,7 @@ def test_an_older_checkpoint_without_selection_is_refused(capsys, collector, tmp
 
 def test_checkpoint_writes_never_share_a_temporary_file(tmp_path, monkeypatch):
     path = str(tmp_path / "cp.json")
-    first, second = command.Checkpoint(path), command.Checkpoint(path)
+    first, second = Checkpoint(path), Checkpoint(path)
     real_replace = os.replace
     temporaries = []
 
@@ -558,14 +559,14 @@ def test_checkpoint_writes_never_share_a_temporary_file(tmp_path, monkeypatch):
 
 def test_a_failed_checkpoint_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     path = tmp_path / "cp.json"
-    command.Checkpoint(str(path)).record({"/a": (1, "aa")})
+    Checkpoint(str(path)).record({"/a": (1, "aa")})
 
     def full_disk(descriptor):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", full_disk)
     with pytest.raises(OSError):
-        command.Checkpoint(str(path)).record({"/a": (2, "aa")})
+        Checkpoint(str(path)).record({"/a": (2, "aa")})
     assert os.listdir(tmp_path) == ["cp.json"]
     assert orjson.loads(path.read_bytes())["files"]["/a"]["line"] == 1
 
@@ -624,7 +625,7 @@ def test_rate_spaces_events_on_the_clock(collector, tmp_path, monkeypatch):
         clock["slept"].append(seconds)
         clock["now"] += seconds
 
-    monkeypatch.setattr(command, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
+    monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
     summary = Replay(DryRun(MappingOptions()), rate=2.0).run([Source(str(log), str(log))])
     assert summary.sent == 5
     assert sum(clock["slept"]) == pytest.approx(4 / 2.0)  # 5 events at 2/s: the last one at 2 s
@@ -724,7 +725,7 @@ def test_a_destination_that_takes_nothing_ends_the_run_early(collector, tmp_path
     collector.faults.add(status=503, times=None)
     options = {"spool_dir": str(tmp_path / "spool")} if spooled else {}
     backend = backend_for(collector, retry_timeout=0.3, **options)
-    checkpoint = command.Checkpoint(str(tmp_path / "cp.json"))
+    checkpoint = Checkpoint(str(tmp_path / "cp.json"))
     summary = Replay(backend, checkpoint=checkpoint, checkpoint_every=1).run([Source(str(log), str(log))])
     assert summary.stopped and "the destination is not taking events" in summary.stopped
     assert summary.sent == 0

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from eventtracking.backends.routing import RoutingBackend
-from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.processors.exceptions import EventEmissionExit, NoBackendEnabled, NoTransformerImplemented
 
 
 class RecordingBackend:
@@ -146,7 +146,7 @@ def test_backend_exception_logged_and_other_backends_still_called(caplog):
     assert calls == ["a", "b", "c"]
     records = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(records) == 1
-    assert records[0].getMessage() == "Unable to send event to backend: b"
+    assert records[0].getMessage() == 'Unable to send edx event "test.event" to backend: b'
     assert "backend exploded" in str(records[0].exc_info[1])
 
 
@@ -309,3 +309,59 @@ def test_a_nested_router_does_not_copy_again_and_branches_stay_isolated(monkeypa
     assert len(copies) == 2  # arrival at the outer router + one for the first branch, none inside
     assert inner_rec.events[0]["data"]["touched"] is True
     assert "touched" not in outer_rec.events[0]["data"] and "touched" not in original["data"]
+
+
+def test_a_nested_subclass_that_overrides_send_is_called():
+    class Deferred(RoutingBackend):
+        """The original's AsyncRoutingBackend pattern: send() does its own thing."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.deferred = []
+
+        def send(self, event):
+            self.deferred.append(event["name"])
+
+    inner = RecordingBackend()
+    deferred = Deferred(backends={"inner": inner})
+    RoutingBackend(backends={"a": RecordingBackend(), "deferred": deferred}).send(make_event())
+    assert deferred.deferred == ["test.event"]
+    assert inner.events == []  # its backends were not run synchronously behind its back
+
+
+def test_a_send_patched_on_a_plain_nested_router_is_called():
+    nested = RoutingBackend(backends={"inner": RecordingBackend()})
+    seen = []
+    nested.send = seen.append  # how tests across the ecosystem intercept a backend
+    RoutingBackend(backends={"nested": nested}).send(make_event())
+    assert [event["name"] for event in seen] == ["test.event"]
+
+
+@pytest.mark.parametrize(
+    "error,expected",
+    [
+        (
+            NoTransformerImplemented("none"),
+            "[send_to_backends] No transformer has been implemented for edx event \"test.event\", "
+            "[NoTransformerImplemented('none')]",
+        ),
+        (
+            NoBackendEnabled("off"),
+            '[send_to_backends] Failed to send edx event "test.event" to "b" backend. "b" backend has'
+            " not been enabled, [NoBackendEnabled('off')]",
+        ),
+    ],
+)
+def test_not_for_this_backend_exceptions_are_logged_at_info(caplog, error, expected):
+    class Refusing:
+        def send(self, event):
+            raise error
+
+    after = RecordingBackend()
+    router = RoutingBackend(backends={"b": Refusing(), "c": after})
+    with caplog.at_level(logging.DEBUG, logger="eventtracking.backends.routing"):
+        router.send(make_event())
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert record.getMessage() == expected
+    assert len(after.events) == 1

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventtracking import spool_cli
+from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
+from eventtracking.cli import deadletters
 from eventtracking.segment import spool as spool_module
 from eventtracking.segment.spool import (
     ACK_FILE,
@@ -287,7 +288,7 @@ def test_close_in_an_outage_leaves_everything_for_the_next_backend(collector, tm
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    status = spool_cli.main(["deadletters", *argv])
+    status = cli.main(["deadletters", *argv])
     return status, capsys.readouterr().out
 
 
@@ -638,7 +639,7 @@ def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile
     (tmp_path / DEAD_LETTER_FILE).write_bytes(old)
     lock_free = []
 
-    class AppendingMeanwhile(spool_cli.Sender):
+    class AppendingMeanwhile(deadletters.Sender):
         def close(self, timeout=None):  # the resend is under way: a backend appends a dead letter
             fd = os.open(tmp_path / "deadletters.lock", os.O_RDWR | os.O_CREAT)
             try:
@@ -652,7 +653,7 @@ def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile
                 spool_module.append_dead_letters(str(tmp_path), new)
             return super().close(timeout)
 
-    with mock.patch.object(spool_cli, "Sender", AppendingMeanwhile):
+    with mock.patch.object(deadletters, "Sender", AppendingMeanwhile):
         status, out = run_cli(capsys, *resend_args(collector, tmp_path))
     assert lock_free == [True]
     assert "delivered 1" in out and "1 new dead letters arrived meanwhile" in out and status == 1
@@ -670,7 +671,7 @@ def test_resend_that_cannot_rewrite_leaves_the_file_and_no_temporary(
     def replace(source, target):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(spool_cli.os, "replace", replace)
+    monkeypatch.setattr(deadletters.os, "replace", replace)
     status, _ = run_cli(capsys, *resend_args(collector, tmp_path))
     assert status == 1
     assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == old

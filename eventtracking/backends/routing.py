@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping
 from uuid import UUID
 
 from eventtracking.backends import event_name
-from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.processors.exceptions import EventEmissionExit, NoBackendEnabled, NoTransformerImplemented
 
 LOG = logging.getLogger(__name__)
 
@@ -124,20 +124,45 @@ class RoutingBackend:
 
         The last backend receives `event` itself, which is safe because every earlier
         backend was given a copy taken before it ran; so `event` must be owned by this
-        router (``send`` guarantees that). A nested router is handed its copy as its
-        own, so it does not copy again. Logs and swallows backend exceptions.
+        router (``send`` guarantees that). A nested plain ``RoutingBackend`` is handed its
+        copy as its own, so it does not copy again; a subclass that overrides ``send()``
+        (``AsyncRoutingBackend``, ``EventBusRoutingBackend``...) is called through its
+        ``send()``. Logs and swallows backend exceptions: ``NoTransformerImplemented`` and
+        ``NoBackendEnabled`` (a backend saying the event is not for it) at info level, with
+        the original's messages, anything else as an error.
         """
         names = list(self.backends)
         for index, name in enumerate(names):
             backend = self.backends[name]
             try:
                 payload = event if index == len(names) - 1 else isolated_copy(event)
-                if isinstance(backend, RoutingBackend):
+                send = backend.send
+                if getattr(send, "__func__", None) is _PLAIN_SEND:
+                    # A plain router (its send() not overridden by a subclass nor patched on
+                    # the instance) takes the copy as its own instead of copying it again.
                     backend._route(payload)
                 else:
-                    backend.send(payload)
+                    send(payload)
+            except NoTransformerImplemented as error:
+                LOG.info(
+                    '[send_to_backends] No transformer has been implemented for edx event "%s", [%r]',
+                    event_name(event),
+                    error,
+                )
+            except NoBackendEnabled as error:
+                LOG.info(
+                    '[send_to_backends] Failed to send edx event "%s" to "%s" backend. "%s" backend has'
+                    " not been enabled, [%r]",
+                    event_name(event),
+                    name,
+                    name,
+                    error,
+                )
             except Exception:
-                LOG.exception("Unable to send event to backend: %s", name)
+                LOG.exception('Unable to send edx event "%s" to backend: %s', event_name(event), name)
+
+
+_PLAIN_SEND = RoutingBackend.send
 
 
 def isolated_copy(event: Any) -> Any:

@@ -12,6 +12,22 @@ class EventEmissionExit(Exception):
     """
 
 
+class NoTransformerImplemented(Exception):
+    """
+    Raised by a backend (event-routing-backends' transformers) that has no transformer for an event.
+
+    A router logs it at info level, not as an error: the event simply is not for that backend.
+    """
+
+
+class NoBackendEnabled(Exception):
+    """
+    Raised by a backend that is not enabled for an event.
+
+    A router logs it at info level, not as an error, as the original package does.
+    """
+
+
 class ImproperlyConfigured(ValueError):
     """
     Raised at construction time when settings cannot be turned into working objects.

@@ -10,13 +10,14 @@ messageId). The modules:
 * :mod:`~eventtracking.replay.lines`: inputs (files, gzip, directories, stdin) read in chunks;
 * :mod:`~eventtracking.replay.events`: a line's object → the live event; the messageId;
 * :mod:`~eventtracking.replay.checkpoint`: per input, the line up to which all was acknowledged;
-* :mod:`~eventtracking.replay.command`: the command line (``add_parser``/``run``, the hook
-  :mod:`eventtracking.cli` looks for) and the replay loop.
+* :mod:`~eventtracking.replay.loop`: the replay loop and its summary.
+
+The command line is :mod:`eventtracking.cli.replay`.
 """
 
 from __future__ import annotations
 
-from eventtracking.replay.command import Replay, Summary, add_parser, run
 from eventtracking.replay.events import message_id, to_live_event
+from eventtracking.replay.loop import Replay, Summary
 
-__all__ = ["Replay", "Summary", "add_parser", "message_id", "run", "to_live_event"]
+__all__ = ["Replay", "Summary", "message_id", "to_live_event"]

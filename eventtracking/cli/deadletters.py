@@ -12,8 +12,6 @@ The spool's dead-letter lock is held only to read the file and, after sending, t
 a backend running on the same spool appends new dead letters meanwhile (it waits for that lock
 only while the file is read or rewritten), and the rewrite keeps what was appended since the
 read. The new file is fsynced before it replaces the old one.
-The lead wires this module into :mod:`eventtracking.cli` (``add_parser`` and ``run``); ``main``
-runs it alone: ``python -m eventtracking.spool_cli deadletters list --spool DIR``.
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import orjson
 
@@ -227,17 +225,3 @@ def _rewrite(path: str, lines: list[bytes]) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``deadletters ...`` alone (without the rest of the ``eventtracking`` command)."""
-    parser = argparse.ArgumentParser(prog="eventtracking")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    add_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``eventtracking replay PATH...``: the command line and the replay loop.
+"""The replay loop behind ``eventtracking replay PATH...`` (command line: :mod:`eventtracking.cli.replay`).
 
 Contract:
 
@@ -38,36 +38,21 @@ Contract:
 
 from __future__ import annotations
 
-import argparse
 import datetime
-import os
-import re
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Pattern, Sequence, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple
 
 import orjson
 
-from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, head_fingerprint, key_fingerprint
+from eventtracking.replay.checkpoint import Checkpoint, head_fingerprint
 from eventtracking.replay.events import message_id, to_live_event
-from eventtracking.replay.lines import (
-    OVERLONG_LINE,
-    LineReader,
-    Source,
-    SourceError,
-    find_sources,
-    may_grow,
-    open_source,
-)
+from eventtracking.replay.lines import OVERLONG_LINE, LineReader, Source, may_grow, open_source
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, event_time, to_track_message
 
-WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
-DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
-# Sent as the write key to a --host that was given without one (a collector that takes any).
-PLACEHOLDER_WRITE_KEY = "eventtracking-replay"
 BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the reader waits
 # While replaying, the reader thread is CPU-bound and the sender thread I/O-bound: with the
 # default 5 ms GIL switch interval the sender waits that long at each wake-up (a convoy), and
@@ -83,240 +68,11 @@ STOP_REASONS = ("gave_up", "buffer_full")
 # would be refused again, so the checkpoint may pass it (every other drop freezes it).
 SETTLED_DROPS = ("refused",)
 _NAME_CACHE_LIMIT = 100_000
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-class UsageError(Exception):
-    """Bad arguments found after parsing (exit status 2)."""
 
 
 class StopReplay(Exception):
     """The run cannot usefully go on (the destination refuses to take anything)."""
 
-
-# -- the command line --------------------------------------------------------------------------
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``replay`` on the ``eventtracking`` command's subparsers."""
-    parser = subparsers.add_parser(
-        "replay",
-        help="send tracking logs to Segment (backfill), resumable and idempotent",
-        description="Send the events of tracking logs (LoggerBackend or Open edX legacy JSON lines, "
-        "plain or gzip) to Segment in the shape the live SegmentBackend sends. MessageIds are "
-        "derived from each line and its line number, so running again adds no duplicates.",
-        epilog="Without --write-key/$SEGMENT_WRITE_KEY and --host, give --local to try it against a "
-        "collector on this machine. Put --local after the PATHs (or write --local=DB).",
-    )
-    add = parser.add_argument
-    add("paths", nargs="+", metavar="PATH", help="log file (plain or gzip), directory, or - for stdin")
-    add("--write-key", default=None, metavar="KEY", help=f"Segment write key (default: ${WRITE_KEY_ENV})")
-    add("--host", default=None, metavar="URL", help="Segment API URL (default: https://api.segment.io)")
-    add(
-        "--local",
-        nargs="?",
-        const=DEFAULT_LOCAL_DB,
-        default=None,
-        metavar="DB",
-        help=f"send to a collector started here, storing into SQLite DB (default: ./{DEFAULT_LOCAL_DB})",
-    )
-    add("--dry-run", action="store_true", help="read, map and count; send nothing")
-    add("--since", type=_iso_time, default=None, metavar="TIME", help="only events at or after this ISO time")
-    add("--until", type=_iso_time, default=None, metavar="TIME", help="only events before this ISO time")
-    add(
-        "--name", type=_regex, action="append", default=[], metavar="REGEX",
-        help="only events whose name matches (re.search); repeatable, any may match",
-    )
-    add("--checkpoint", default=None, metavar="FILE", help="resume state: skip what was acknowledged")
-    add(
-        "--checkpoint-every", type=_positive_int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
-        help=f"lines between two checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
-    )
-    add("--spool", default=None, metavar="DIR", help="let the backend keep events on disk here")
-    add("--rate", type=_positive_float, default=None, metavar="N", help="send at most N events/s")
-    add(
-        "--anonymous-id-field", default=None, metavar="PATH",
-        help="send events without a user id under the anonymousId at this dotted path (context.session)",
-    )
-    parser.set_defaults(run=run)
-    return parser
-
-
-def _iso_time(text: str) -> datetime.datetime:
-    parsed = event_time(text)
-    if parsed is None:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}")
-    return parsed
-
-
-def _regex(text: str) -> Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
-    """Run ``eventtracking replay`` with parsed ``args``; return the exit status."""
-    out = out or sys.stdout
-    try:
-        return _run(args, out)
-    except UsageError as exc:
-        print(f"eventtracking replay: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace, out: TextIO) -> int:
-    write_key = args.write_key or os.environ.get(WRITE_KEY_ENV) or None
-    if args.local is not None and (write_key or args.host):
-        raise UsageError("--local sends to a collector on this machine: it takes no --write-key or --host")
-    if not (write_key or args.host or args.local is not None or args.dry_run):
-        raise UsageError(
-            f"no destination: give --write-key KEY (or set ${WRITE_KEY_ENV}) and/or --host URL, "
-            "or --local to try it against a collector on this machine (no account needed)"
-        )
-    if args.since and args.until and args.since >= args.until:
-        raise UsageError("--since must be before --until")
-    local_db = os.path.abspath(args.local) if args.local is not None else None
-    if local_db is not None:
-        _check_local_db(local_db)
-    excluded = [path for path in (args.checkpoint, local_db) if path]
-    excluded += [f"{path}{suffix}" for path in excluded for suffix in ("-wal", "-shm", "-journal")]
-    try:
-        sources = find_sources(args.paths, exclude=excluded)
-        checkpoint = None
-        if args.checkpoint:
-            checkpoint = Checkpoint(args.checkpoint, _selection(args, write_key, local_db))
-    except (SourceError, CheckpointError) as exc:
-        raise UsageError(str(exc)) from None
-
-    collector = None
-    failures = FailureLog()
-    if args.dry_run:
-        try:
-            sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
-        except ValueError as exc:
-            raise UsageError(f"--anonymous-id-field: {exc}") from None
-    else:
-        if local_db is not None:
-            collector = _start_local_collector(local_db)
-            host: Optional[str] = collector.url
-            write_key = PLACEHOLDER_WRITE_KEY
-        else:
-            host = args.host
-            write_key = write_key or PLACEHOLDER_WRITE_KEY
-        try:
-            sink = _make_backend(write_key, host, args, failures)
-        except UsageError:
-            if collector is not None:
-                collector.close()
-            raise
-    replay = Replay(
-        sink,
-        names=args.name,
-        since=args.since,
-        until=args.until,
-        rate=args.rate,
-        checkpoint=None if args.dry_run else checkpoint,
-        resume_from=checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        failures=failures,
-    )
-    try:
-        summary = replay.run(sources, progress=sys.stderr.isatty())
-    finally:
-        if collector is not None:
-            stored = collector.count()
-            collector.close()
-    out.write(summary.format())
-    if collector is not None:
-        out.write(
-            f"\nthe local collector holds {stored:,} messages in {local_db}\n"
-            f"  list them:  eventtracking received --db {local_db}\n"
-        )
-    out.flush()
-    return summary.exit_status()
-
-
-def _selection(args: argparse.Namespace, write_key: Optional[str], local_db: Optional[str]) -> Dict[str, Any]:
-    """What the checkpoint must match: the options that select events and, unless this is a dry
-    run (which sends nowhere), the destination, with only a digest of the write key."""
-    selection: Dict[str, Any] = {
-        "name": sorted({pattern.pattern for pattern in args.name}),
-        "since": args.since.isoformat() if args.since else None,
-        "until": args.until.isoformat() if args.until else None,
-        "anonymous_id_field": args.anonymous_id_field or None,
-    }
-    if not args.dry_run:
-        if local_db is not None:
-            selection["destination"] = f"local:{local_db}"
-            write_key = PLACEHOLDER_WRITE_KEY
-        else:
-            from eventtracking.backends.segment import DEFAULT_HOST
-
-            selection["destination"] = (args.host or DEFAULT_HOST).rstrip("/")
-        selection["write_key"] = key_fingerprint(write_key or PLACEHOLDER_WRITE_KEY)
-    return selection
-
-
-def _check_local_db(path: str) -> None:
-    """Refuse a --local DB that is some other file: `--local tracking.log` would clobber a log."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(len(_SQLITE_HEADER))
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise UsageError(f"--local {path}: {exc}") from None
-    if head and head != _SQLITE_HEADER:
-        raise UsageError(
-            f"--local {path}: not a SQLite database (a log to replay? put --local after the PATHs, "
-            "or write --local=DB)"
-        )
-
-
-def _start_local_collector(path: str) -> Any:
-    import sqlite3
-
-    from eventtracking.collector import Collector
-
-    try:
-        return Collector(db_path=path).start()
-    except (OSError, sqlite3.Error) as exc:
-        raise UsageError(f"--local {path}: cannot start the local collector: {exc}") from None
-
-
-def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace, on_error: Any = None) -> Any:
-    from eventtracking.backends.segment import SegmentBackend
-
-    options: Dict[str, Any] = {}
-    if args.anonymous_id_field:
-        options["anonymous_id_field"] = args.anonymous_id_field
-    if args.spool:
-        options["spool_dir"] = args.spool
-    try:
-        return SegmentBackend(write_key=write_key, host=host, on_error=on_error, **options)
-    except Exception as exc:  # the backend's own words say what is wrong with the option
-        given = " ".join(f"--{name.replace('_dir', '').replace('_', '-')}" for name in options)
-        what = f" with {given}" if given else ""
-        raise UsageError(f"cannot set up the Segment backend{what}: {type(exc).__name__}: {exc}") from None
-
-
-# -- the replay loop ---------------------------------------------------------------------------
 
 
 class FailureLog:

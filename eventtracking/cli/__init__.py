@@ -1,0 +1,52 @@
+"""The ``eventtracking`` command (also ``python -m eventtracking``): one module per command.
+
+* :mod:`~eventtracking.cli.collect`: run the local Segment-compatible collector;
+* :mod:`~eventtracking.cli.received`: list what a collector stored;
+* :mod:`~eventtracking.cli.replay`: send tracking logs to Segment (:mod:`eventtracking.replay`);
+* :mod:`~eventtracking.cli.deadletters`: list and resend what a spool's server finally refused;
+* :mod:`~eventtracking.cli.args`: the argument helpers they share.
+
+Each command module is a plug-in with ``add_parser(subparsers)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Optional, Sequence
+
+from eventtracking.cli import collect, deadletters, received, replay
+
+COMMANDS = (collect, received, replay, deadletters)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser: every command of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="eventtracking", description="Event tracking tools: a local Segment collector and friends."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for plugin in COMMANDS:
+        _add_plugin(subparsers, plugin)
+    return parser
+
+
+def _add_plugin(subparsers: Any, plugin: Any) -> None:
+    """Let ``plugin`` add its subcommands; those that set no ``run`` default get ``plugin.run``."""
+    before = set(subparsers.choices)
+    plugin.add_parser(subparsers)
+    for name in set(subparsers.choices) - before:
+        subcommand = subparsers.choices[name]
+        if subcommand.get_default("run") is None:
+            subcommand.set_defaults(run=plugin.run)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
