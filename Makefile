@@ -19,9 +19,10 @@ WHEELHOUSE_STAMP := $(WHEELHOUSE)/.downloaded
 SITE_PACKAGES := "edx-event-routing-backends==10.1.0" "event-tracking==4.1.5" "Django>=5.2,<6.0" \
 	pip "setuptools>=77" wheel orjson urllib3 tqdm
 
-# This package (editable) on edx-platform's Segment client, analytics-python 1.4.post1, which
-# installs both `analytics` 1.4 and `segment.analytics` 2.2.2: the drop-in tests and benchmark
-# run on it. Its pins (backoff 1.10) conflict with segment-analytics-python 2.x in .venv.
+# An LMS without event-routing-backends: this package (editable) with Django 5.2, Celery,
+# edx-django-utils, edx-celeryutils and edx-platform's Segment client, analytics-python
+# 1.4.post1, which installs both `analytics` 1.4 and `segment.analytics` 2.2.2. The drop-in tests
+# and benchmark run on it; its pins (backoff 1.10) conflict with segment-analytics-python 2.x.
 ANALYTICS14 := .envs/analytics14
 ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 
@@ -49,7 +50,8 @@ $(WHEELHOUSE_STAMP): Makefile $(STAMP)
 $(ANALYTICS14_STAMP): Makefile pyproject.toml
 	$(PYTHON) -m venv $(ANALYTICS14)
 	$(ANALYTICS14)/bin/python -m pip install --quiet --upgrade pip
-	$(ANALYTICS14)/bin/python -m pip install --quiet -e . "analytics-python==1.4.post1"
+	$(ANALYTICS14)/bin/python -m pip install --quiet -e ".[django,celery]" \
+		"analytics-python==1.4.post1" "Django>=5.2,<6.0" edx-django-utils edx-celeryutils
 	touch $(ANALYTICS14_STAMP)
 
 demo: $(STAMP)
