@@ -58,11 +58,41 @@ def instantiate(spec: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
+# The optional dependencies of this package's backends, by top-level module: the extra to install.
+_EXTRAS = {
+    "celery": "celery",
+    "kombu": "celery",
+    "openedx_events": "eventbus",
+    "edx_toggles": "eventbus",
+    "pymongo": "mongodb",
+    "bson": "mongodb",
+    "django": "django",
+}
+
+
+def _hint(error: Exception) -> str:
+    """What to do about a module that could not be imported, when this package knows."""
+    missing = getattr(error, "name", None)
+    if not isinstance(error, ModuleNotFoundError) or not missing:
+        return ""
+    top = missing.partition(".")[0]
+    if top in _EXTRAS:
+        return f" (install this package's extra for it: pip install 'event-tracking[{_EXTRAS[top]}]')"
+    if top == "eventtracking":
+        return (
+            f" ({missing} is not part of this package: see README's 'Compatibility notes and known limits'"
+            " for what it has of Open edX's event-tracking)"
+        )
+    return ""
+
+
 def import_engine(engine: Any) -> Any:
     """
     Import and return the callable named by the dotted path `engine`.
 
-    Raises ``ImproperlyConfigured("Cannot load ENGINE '<engine>': <reason>")``.
+    Raises ``ImproperlyConfigured("Cannot load ENGINE '<engine>': <reason>")``; when the reason
+    is a missing optional dependency, the message names the extra that installs it, and a module
+    of ``eventtracking`` that this package does not have is said to be so.
     """
     if not isinstance(engine, str) or not engine:
         raise ImproperlyConfigured(f"Cannot load ENGINE {engine!r}: it must be a dotted path string")
@@ -74,7 +104,7 @@ def import_engine(engine: Any) -> Any:
     except (ImportError, TypeError, ValueError) as error:
         # Includes errors from the module's own imports (e.g. an optional dependency), and
         # TypeError/ValueError for malformed relative names such as "..Foo".
-        raise ImproperlyConfigured(f"Cannot load ENGINE {engine!r}: {error}") from error
+        raise ImproperlyConfigured(f"Cannot load ENGINE {engine!r}: {error}{_hint(error)}") from error
     try:
         target = getattr(module, attribute)
     except AttributeError as error:

@@ -166,3 +166,31 @@ def test_constructor_errors_propagate_unchanged():
 
 def test_import_engine_returns_class():
     assert import_engine("eventtracking.backends.routing.RoutingBackend") is RoutingBackend
+
+
+@pytest.mark.parametrize(
+    "engine,blocked,extra",
+    [
+        ("eventtracking.backends.async_routing.AsyncRoutingBackend", "celery", "celery"),
+        ("eventtracking.backends.event_bus.EventBusRoutingBackend", "openedx_events", "eventbus"),
+        ("eventtracking.backends.mongodb.MongoBackend", "pymongo", "mongodb"),
+    ],
+)
+def test_a_missing_optional_dependency_names_the_extra(monkeypatch, engine, blocked, extra):
+    import sys
+
+    for name in [n for n in sys.modules if n == blocked or n.startswith(blocked + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if it were not installed
+    for name in ("eventtracking.tasks", "eventtracking.config", engine.rpartition(".")[0]):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        load({"ENGINE": engine})
+    message = str(excinfo.value)
+    assert message.startswith(f"Cannot load ENGINE {engine!r}")
+    assert f"pip install 'event-tracking[{extra}]'" in message
+
+
+def test_a_module_this_package_lacks_is_said_so():
+    with pytest.raises(ImproperlyConfigured, match=r"eventtracking\.backends\.kinesis is not part of this"):
+        load({"ENGINE": "eventtracking.backends.kinesis.KinesisBackend"})

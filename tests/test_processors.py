@@ -121,3 +121,86 @@ def test_invalid_filter_type_is_configuration_error_naming_it(filter_type):
 def test_single_string_expressions_rejected():
     with pytest.raises(ImproperlyConfigured, match="list"):
         RegexFilter(filter_type="allowlist", regular_expressions="edx.*")
+
+
+# --- batches and failing closed (eventtracking.processors.filtering) -----------------------
+
+
+def batch(*names):
+    return [event(name) for name in names]
+
+
+def test_whitelist_filters_a_list_as_the_original_does():
+    processor = NameWhitelistProcessor(whitelist=["a", "c"])
+    given = batch("a", "b", "c", "b")
+    assert processor(given) == batch("a", "c")
+    assert processor(batch("b")) == []  # an empty list, not an exception (as the original)
+    assert len(given) == 4  # a new list: the caller's batch is left as it was
+
+
+@pytest.mark.parametrize(
+    "filter_type,expected", [(ALLOWLIST, ["edx.course.x", "edx.course.y"]), (BLOCKLIST, ["other"])]
+)
+def test_regex_filter_filters_a_list(filter_type, expected):
+    processor = RegexFilter(filter_type=filter_type, regular_expressions=[r"edx\.course\."])
+    assert [e["name"] for e in processor(batch("edx.course.x", "other", "edx.course.y"))] == expected
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [
+        NameWhitelistProcessor(whitelist=["keep"]),
+        RegexFilter(filter_type=BLOCKLIST, regular_expressions=["drop"]),
+    ],
+    ids=["whitelist", "blocklist"],
+)
+def test_an_undecidable_event_is_dropped_counted_and_warned_once(processor, caplog):
+    mixed = [event("keep"), "not an event", None, event("keep"), ["x"]]
+    with caplog.at_level("DEBUG", logger="eventtracking.processors.filtering"):
+        assert processor(mixed) == [event("keep"), event("keep")]
+        with pytest.raises(EventEmissionExit):
+            processor("not an event either")
+    assert processor.stats()["undecided"] == {
+        "the event is a str, not a mapping": 2,
+        "the event is a NoneType, not a mapping": 1,
+        "the event is a list, not a mapping": 1,
+    }
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 3  # once per reason, then debug
+    assert "cannot decide (the event is a str, not a mapping)" in warnings[0].getMessage()
+
+
+def test_an_unhashable_name_is_dropped_not_let_through():
+    processor = NameWhitelistProcessor(whitelist=["keep"])
+    with pytest.raises(EventEmissionExit):
+        processor({"name": ["keep"]})
+    assert processor.stats()["undecided"] == {"TypeError": 1}
+
+
+def test_a_router_filters_a_batch_and_drops_a_failing_filter_s_event():
+    from eventtracking.backends.routing import RoutingBackend
+
+    class Recorder:
+        events: list = []
+
+        def send(self, event):
+            Recorder.events.append(event)
+
+    class BrokenFilter(NameWhitelistProcessor):
+        def __call__(self, event):
+            raise RuntimeError("bug in a filter")
+
+    def broken_enricher(event):
+        raise RuntimeError("bug in a processor that is not a filter")
+
+    whitelisted = RoutingBackend(
+        backends={"r": Recorder()}, processors=[NameWhitelistProcessor(whitelist=["a"])]
+    )
+    whitelisted.send(batch("a", "secret", "a"))
+    assert Recorder.events == [batch("a", "a")]  # the batch no longer goes on unfiltered
+
+    Recorder.events.clear()
+    RoutingBackend(backends={"r": Recorder()}, processors=[BrokenFilter(whitelist=["a"])]).send(event("a"))
+    assert Recorder.events == []  # a failing filter drops, it does not let through
+    RoutingBackend(backends={"r": Recorder()}, processors=[broken_enricher]).send(event("a"))
+    assert [e["name"] for e in Recorder.events] == ["a"]  # other processors are skipped, as before

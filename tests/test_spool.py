@@ -32,7 +32,6 @@ from eventtracking.segment.spool import (
     RECORD_HEADER,
     SEGMENT_MAGIC,
     Spool,
-    SpoolLocked,
     encode_record,
     iter_records,
 )
@@ -64,11 +63,16 @@ def closed_port_url() -> str:
 
 
 def segments(spool_dir) -> list[str]:
-    return sorted(str(path) for path in spool_dir.glob("seg-*.log"))
+    """The segment files of every part of the spool directory."""
+    return sorted(str(path) for path in spool_dir.glob("**/seg-*.log"))
+
+
+def parts(spool_dir) -> list:
+    return sorted(spool_dir.glob("part-*"))
 
 
 def directory_bytes(spool_dir) -> int:
-    return sum(path.stat().st_size for path in spool_dir.iterdir())
+    return sum(path.stat().st_size for path in spool_dir.glob("**/*") if path.is_file())
 
 
 def start_script(code: str, **values) -> subprocess.Popen:
@@ -76,7 +80,12 @@ def start_script(code: str, **values) -> subprocess.Popen:
     for name, value in values.items():
         script = script.replace(name, repr(value))
     return subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -323,23 +332,27 @@ def test_dead_letters_round_trip(collector, tmp_path, capsys):
     backend.close(5)
 
 
-def test_a_second_owner_is_refused_with_a_clear_error(collector, tmp_path):
+def test_two_spools_on_one_directory_each_have_a_part_and_leave_the_other_alone(collector, tmp_path):
     first = backend_for(collector.url, tmp_path)
-    with pytest.raises(SpoolLocked) as refused:
-        backend_for(collector.url, tmp_path)
-    assert str(tmp_path) in str(refused.value) and f"process {os.getpid()}" in str(refused.value)
-    process = start_script(
-        """
-        from eventtracking.backends.segment import SegmentBackend
-        SegmentBackend(write_key="k", host="http://127.0.0.1:9", spool_dir=SPOOL)
-        """,
-        SPOOL=str(tmp_path),
+    second = backend_for(collector.url, tmp_path)
+    for i in range(20):
+        first.send(make_event(i), message_id=f"one-{i}")
+        second.send(make_event(i), message_id=f"two-{i}")
+    assert first.flush(30) and second.flush(30)
+    theirs = second.stats()["spool"]
+    [their_part] = [part["name"] for part in theirs["parts"] if part["state"] == "own"]
+    # first's sender scans every second: it sees second's part, alive, and leaves it alone
+    wait_until(lambda: their_part in [part["name"] for part in first.stats()["spool"]["parts"]])
+    mine = first.stats()["spool"]
+    assert mine["adopted"] == theirs["adopted"] == 0  # a live part is never adopted
+    assert [part["state"] for part in mine["parts"] if part["name"] == their_part] == ["live"]
+    assert len(parts(tmp_path)) == 2
+    assert sorted(collector.message_ids()) == sorted(
+        [f"one-{i}" for i in range(20)] + [f"two-{i}" for i in range(20)]
     )
-    out, err = process.communicate(timeout=60)
-    assert process.returncode != 0 and f"is in use by process {os.getpid()}" in err
     first.close(5)
-    second = backend_for(collector.url, tmp_path)  # released by close
     second.close(5)
+    assert list(tmp_path.iterdir()) == []  # everything acknowledged: nothing left behind
 
 
 def test_acknowledged_data_is_reclaimed(collector, tmp_path):
@@ -390,41 +403,55 @@ def test_fsync_mode_delivers(collector, tmp_path):
     backend.close(5)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
-def test_a_forked_child_buffers_in_memory_and_the_parent_keeps_the_spool(collector, tmp_path):
+def test_a_forked_child_gets_a_durable_part_and_a_live_process_delivers_what_it_left(collector, tmp_path):
+    collector.faults.add(status=503, times=None)  # an outage: everything stays spooled
     process = start_script(
         """
-        import os, sys
+        import json, os, signal, sys
         from eventtracking.backends.segment import SegmentBackend
-        from eventtracking.segment.spool import Spool, SpoolLocked
-        backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=0.05)
+        backend = SegmentBackend(write_key="k", host=URL, spool_dir=SPOOL, flush_interval=0.05,
+                                 retry_timeout=600)
         for i in range(50):
-            backend.send({"name": "parent", "context": {"user_id": i}})
+            backend.send({"name": "parent", "context": {"user_id": i}}, message_id=f"p-{i}")
+        read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             for i in range(50):
-                backend.send({"name": "child", "context": {"user_id": i}})
-            ok = backend.flush(30) and "spool" not in backend.stats()  # memory: no spool figures
-            try:
-                Spool(SPOOL)
-                ok = False  # the parent's lock must still hold
-            except SpoolLocked:
-                pass
-            os._exit(0 if ok else 3)
-        status = os.waitpid(pid, 0)[1]
-        for i in range(50):
-            backend.send({"name": "parent.after", "context": {"user_id": i}})
-        assert backend.flush(30) and "spool" in backend.stats()  # the parent still spools
-        sys.exit(status)
+                backend.send({"name": "child", "context": {"user_id": i}}, message_id=f"c-{i}")
+            spool = backend.stats()["spool"]
+            os.write(write, json.dumps(spool).encode() + b"\\n")
+            os.kill(os.getpid(), signal.SIGKILL)  # dies without a word: its part is left behind
+        os.waitpid(pid, 0)
+        print(os.read(read, 1 << 20).decode().strip(), flush=True)
+        print(json.dumps(backend.stats()["spool"]), flush=True)
+        sys.stdin.readline()  # the outage is over
+        backend.close(60)
         """,
         URL=collector.url,
         SPOOL=str(tmp_path),
     )
-    out, err = process.communicate(timeout=100)
+    try:
+        child, parent = orjson.loads(process.stdout.readline()), orjson.loads(process.stdout.readline())
+        [child_part] = [part for part in child["parts"] if part["state"] == "own"]
+        [parent_part] = [part for part in parent["parts"] if part["state"] == "own"]
+        assert child_part["name"] != parent_part["name"] and child_part["pid"] != parent_part["pid"]
+        assert child["spooled"] == 50 and child["memory_fallback"] == 0  # durable, not memory
+        assert child_part["pending"] == 50 and parent_part["pending"] == 50
+        assert len(parts(tmp_path)) == 2
+        collector.faults.clear()
+        # The parent's sender finds the dead child's part by its free lock, and delivers it.
+        wait_until(lambda: collector.count() >= 100)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        out, err = process.communicate(timeout=100)
+    finally:
+        process.kill()
     assert process.returncode == 0, err
-    assert err.count("buffers its events in memory only") == 1
-    names = sorted(m["event"] for m in collector.messages())
-    assert names == sorted(["parent"] * 50 + ["child"] * 50 + ["parent.after"] * 50)
+    assert sorted(collector.message_ids()) == sorted(
+        [f"p-{i}" for i in range(50)] + [f"c-{i}" for i in range(50)]
+    )
+    assert "buffers its events in memory" not in err
+    assert list(tmp_path.iterdir()) == []  # the child's part removed once delivered, the parent's at exit
 
 
 # -- disk errors: the spool logs and goes on, and loses nothing it accepted ---------------------
@@ -495,19 +522,28 @@ def drain(spool: Spool) -> list[bytes]:
     return taken
 
 
-def test_a_full_disk_refuses_one_put_and_loses_nothing_else(tmp_path, disk_space):
+def test_a_put_the_disk_refuses_is_kept_in_memory_and_nothing_on_disk_is_lost(tmp_path, disk_space, caplog):
     spool = Spool(str(tmp_path))
     for i in range(3):
         assert spool.put(track_message(i))
     disk_space(spool, free=0)
-    assert spool.put(track_message(3)) is False
+    with caplog.at_level(logging.WARNING):
+        assert spool.put(track_message(3))  # in memory: counted, and warned about once
+        assert spool.put(track_message(4))
+    assert caplog.text.count("kept in memory only") == 1
     disk_space(None)
-    assert spool.put(track_message(4))
-    assert spool.pending()[0] == 4 and spool.accepted == 4
+    assert spool.put(track_message(5))
+    stats = spool.stats()
+    assert stats["memory_fallback"] == 2 and stats["memory_only"] == 2 and stats["spooled"] == 4
+    assert spool.pending()[0] == 6 and spool.accepted == 6
+    batch = spool.take(10, 10**6, 0, threading.Event())
+    assert batch == [track_message(3), track_message(4)]  # memory only: the most at risk, first
+    spool.done(batch)
+    assert spool.stats()["memory_only"] == 0
     spool.close()
     again = Spool(str(tmp_path))
     assert again.stats()["recovered"] == 4 and again.stats()["corrupt"] == 0
-    assert drain(again) == [track_message(i) for i in (0, 1, 2, 4)]
+    assert drain(again) == [track_message(i) for i in (0, 1, 2, 5)]
     again.close()
 
 
@@ -515,37 +551,51 @@ def test_a_half_written_record_that_cannot_be_cut_off_corrupts_nothing(tmp_path,
     spool = Spool(str(tmp_path))
     assert spool.put(track_message(0))
     disk_space(spool, free=40, truncate_fails=True)  # 40 bytes of the record stay in the file
-    assert spool.put(track_message(1)) is False
+    assert spool.put(track_message(1))  # in memory only
     disk_space(None)
     for i in range(2, 6):
         assert spool.put(track_message(i))
     disk_space(spool, free=30, truncate_fails=True)  # and the last one, at the tail
-    assert spool.put(track_message(6)) is False
+    assert spool.put(track_message(6))
     disk_space(None)
-    spool.close()
+    assert spool.stats()["memory_fallback"] == 2
+    spool.close()  # the two kept in memory only are lost with the process (logged)
     again = Spool(str(tmp_path))
     assert again.stats()["recovered"] == 5 and again.stats()["corrupt"] == 0
     assert drain(again) == [track_message(i) for i in (0, 2, 3, 4, 5)]
     again.close()
 
 
-def test_keep_for_later_is_all_or_nothing(tmp_path, disk_space):
+def test_keep_for_later_on_a_full_disk_leaves_the_batch_where_it_is(tmp_path, disk_space):
     spool = Spool(str(tmp_path))
     for i in range(3):
         assert spool.put(track_message(i))
     batch = spool.take(10, 10**6, 0, threading.Event())
     assert len(batch) == 3
     disk_space(spool, free=len(encode_record(batch[0])) + 10)  # room for one record, not three
-    assert spool.keep_for_later(batch) is False
+    assert spool.keep_for_later(batch[1:])  # kept where it is: never given up on
+    spool.done(batch)  # not acknowledged
+    assert spool.pending()[0] == 3 and spool.stats()["rewound"] == 3 and spool.stats()["requeued"] == 0
+    assert spool.put(track_message(3))  # the disk is full: memory only
     disk_space(None)
-    spool.done(batch)  # the sender drops the batch and settles it
-    assert spool.wait_idle(0) and spool.pending() == (0, 0) and spool.stats()["requeued"] == 0
-    assert spool.put(track_message(3))
-    assert drain(spool) == [track_message(3)]
+    assert drain(spool) == [track_message(3)] + batch  # the whole batch again, in order, from disk
+    assert spool.wait_idle(0) and spool.pending() == (0, 0)
     spool.close()
-    again = Spool(str(tmp_path))
-    assert again.stats()["recovered"] == 0
-    again.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keep_for_later_of_memory_only_messages_on_a_full_disk_keeps_them_in_memory(tmp_path, disk_space):
+    spool = Spool(str(tmp_path))
+    disk_space(spool, free=0)
+    for i in range(3):
+        assert spool.put(track_message(i))
+    batch = spool.take(10, 10**6, 0, threading.Event())
+    assert spool.keep_for_later(batch[:2])
+    spool.done(batch)
+    assert spool.pending()[0] == 2 and spool.stats()["memory_only"] == 2
+    disk_space(None)
+    assert drain(spool) == batch[:2]
+    spool.close()
 
 
 def test_a_segment_that_cannot_be_deleted_is_logged_and_left(tmp_path, monkeypatch, caplog):
@@ -603,7 +653,8 @@ def test_an_unreadable_acked_file_sends_everything_again(tmp_path, caplog, conte
     check = Spool(str(tmp_path))
     assert check.stats()["recovered"] == 6
     check.close()
-    (tmp_path / ACK_FILE).write_bytes(contents)
+    [part] = parts(tmp_path)
+    (part / ACK_FILE).write_bytes(contents)
     with caplog.at_level(logging.WARNING):
         again = Spool(str(tmp_path))
     assert f"{ACK_FILE} unreadable" in caplog.text
@@ -676,3 +727,208 @@ def test_resend_that_cannot_rewrite_leaves_the_file_and_no_temporary(
     assert status == 1
     assert (tmp_path / DEAD_LETTER_FILE).read_bytes() == old
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
+
+
+# -- one directory for many processes: parts, adoption, leftovers ------------------------------
+
+
+def test_a_killed_process_part_is_adopted_and_delivered_by_a_live_one_once(collector, tmp_path):
+    live = backend_for(collector.url, tmp_path)
+    live.send(make_event(0), message_id="live-0")  # its sender runs, and scans every second
+    assert live.flush(30)
+    count = 500
+    process = start_script(
+        SENDER_SCRIPT, URL=closed_port_url(), SPOOL=str(tmp_path), COUNT=count, BATCH=100, LINGER=0.05
+    )
+    try:
+        assert process.stdout.readline() == "sent\n", process.stderr.read()
+        wait_until(lambda: len(parts(tmp_path)) == 2)
+        assert live.stats()["spool"]["adopted"] == 0  # alive: left alone
+    finally:
+        kill(process)
+    wait_until(lambda: collector.count() >= count + 1)  # no restart: the live process delivers it
+    assert live.flush(30)
+    assert sorted(collector.message_ids()) == sorted(["live-0"] + [f"m-{i}" for i in range(count)])
+    spool = live.stats()["spool"]
+    assert spool["adopted"] == 1 and spool["recovered"] == count
+    wait_until(lambda: len(parts(tmp_path)) == 1)  # its leftovers removed
+    live.close(5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_part_named_with_a_reused_pid_is_still_adopted(collector, tmp_path):
+    """Liveness is the lock, never the pid: a dead process's part named with this process's pid
+    (the kernel reused it) is not mistaken for this process's own."""
+    spool = Spool(str(tmp_path))
+    for i in range(5):
+        assert spool.put(track_message(i))
+    spool.close()  # unacknowledged: the part stays, unlocked
+    [part] = parts(tmp_path)
+    reused = tmp_path / f"part-{os.getpid()}-00000000"
+    part.rename(reused)
+    (reused / "lock").write_text(f"{os.getpid()}\n")
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.stats()["spool"]["recovered"] == 5
+    assert backend.flush(30)
+    assert sorted(collector.message_ids()) == sorted(f"raw-{i}" for i in range(5))
+    assert not reused.exists()
+    backend.close(5)
+
+
+def test_leftovers_of_interrupted_creations_and_removals_are_cleaned(tmp_path):
+    stale = tmp_path / ".new-123-abcdef01"  # a creator killed before its part was renamed
+    stale.mkdir()
+    (stale / "lock").write_text("123\n")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    young = tmp_path / ".new-124-abcdef02"  # maybe being created right now: left alone
+    young.mkdir()
+    halfway = tmp_path / "part-125-abcdef03"  # a removal cut short after the lock went
+    halfway.mkdir()
+    (halfway / ACK_FILE).write_bytes(b"")
+    spool = Spool(str(tmp_path))
+    assert not stale.exists() and not halfway.exists() and young.exists()
+    spool.close()
+
+
+def test_a_symbolic_link_is_never_taken_for_a_part(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    spool = Spool(str(elsewhere))
+    assert spool.put(track_message(1))
+    spool.close()
+    [part] = parts(elsewhere)
+    root = tmp_path / "root"
+    root.mkdir(mode=0o700)
+    (root / part.name).symlink_to(part)
+    again = Spool(str(root))
+    assert again.stats()["recovered"] == 0
+    again.close()
+    assert (part / "lock").exists()  # untouched
+
+
+def test_a_directory_others_can_write_is_made_private_when_it_is_ours(tmp_path, caplog):
+    directory = tmp_path / "open"
+    directory.mkdir()
+    directory.chmod(0o777)
+    with caplog.at_level(logging.WARNING):
+        spool = Spool(str(directory))
+    assert "writable by other users" in caplog.text
+    assert directory.stat().st_mode & 0o777 == 0o755
+    spool.close()
+
+
+@pytest.mark.parametrize("kind", ["sticky", "foreign"])
+def test_a_directory_others_can_write_and_we_cannot_fix_is_refused(collector, tmp_path, caplog, kind):
+    directory = tmp_path / kind
+    directory.mkdir()
+    directory.chmod(0o1777 if kind == "sticky" else 0o777)
+    if kind == "foreign":
+        os.chown(directory, 65534, 65534)  # nobody's (the tests run as root)
+    with pytest.raises(spool_module.SpoolUnsafe) as refused:
+        Spool(str(directory))
+    assert "writable by other users" in str(refused.value) and str(directory) in str(refused.value)
+    with caplog.at_level(logging.WARNING):
+        backend = backend_for(collector.url, directory)  # the application still starts, loudly
+    assert "cannot open the spool" in caplog.text and "writable by other users" in caplog.text
+    backend.send(make_event(1))
+    assert backend.flush(30) and collector.count() == 1
+    backend.close(5)
+    assert list(directory.iterdir()) == []
+
+
+def test_dead_letters_are_never_written_through_a_symbolic_link(collector, tmp_path, caplog):
+    target = tmp_path / "target"
+    target.write_bytes(b"precious\n")
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir(mode=0o700)
+    (spool_dir / DEAD_LETTER_FILE).symlink_to(target)
+    collector.faults.reject_event("poison")
+    backend = backend_for(collector.url, spool_dir)
+    with caplog.at_level(logging.WARNING):
+        backend.send(make_event(1, name="poison"))
+        assert backend.flush(30)
+    assert "cannot write dead letters" in caplog.text
+    assert target.read_bytes() == b"precious\n"
+    assert cli.main(["deadletters", "list", "--spool", str(spool_dir)]) == 1  # refused, said on stderr
+    assert target.read_bytes() == b"precious\n"
+    backend.close(5)
+
+
+SPOOLING_SCRIPT = """
+import sys, time
+from eventtracking.segment.spool import Spool
+spool = Spool(SPOOL)
+for i in range(COUNT):
+    message = '{"type":"track","event":"left","userId":"1","messageId":"' + PREFIX + str(i) + '"}'
+    assert spool.put(message.encode())
+print("spooled", flush=True)
+time.sleep(600)
+"""
+
+
+def test_drain_delivers_what_dead_processes_left_and_leaves_live_parts_to_their_owner(
+    collector, tmp_path, capsys
+):
+    processes = [
+        start_script(SPOOLING_SCRIPT, SPOOL=str(tmp_path), COUNT=30, PREFIX=prefix)
+        for prefix in ("a-", "b-", "live-")
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline() == "spooled\n", process.stderr.read()
+        for process in processes[:2]:
+            kill(process)
+        status = cli.main(["spool", "status", "--spool", str(tmp_path)])
+        out = capsys.readouterr().out
+        assert status == 0 and out.count("  left  ") == 2 and out.count("  live  ") == 1
+        assert "60 messages left by processes that are gone" in out
+        status = cli.main(
+            ["spool", "drain", "--spool", str(tmp_path), "--write-key", KEY, "--host", collector.url]
+        )
+        out = capsys.readouterr().out
+        assert status == 0, out
+        assert "60 messages in 2 parts" in out and "delivered 60" in out
+        assert f"live process {processes[2].pid}" in out
+        assert sorted(collector.message_ids()) == sorted(f"{p}{i}" for p in ("a-", "b-") for i in range(30))
+        assert [part.name.split("-")[1] for part in parts(tmp_path)] == [str(processes[2].pid)]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                kill(process)
+    # the site is gone: drain delivers the last one too
+    status = cli.main(
+        ["spool", "drain", "--spool", str(tmp_path), "--write-key", KEY, "--host", collector.url]
+    )
+    assert status == 0 and "delivered 30" in capsys.readouterr().out
+    assert collector.count() == 90 and list(tmp_path.iterdir()) == []
+
+
+def test_drain_in_an_outage_keeps_everything(tmp_path, capsys):
+    process = start_script(SPOOLING_SCRIPT, SPOOL=str(tmp_path), COUNT=10, PREFIX="o-")
+    try:
+        assert process.stdout.readline() == "spooled\n", process.stderr.read()
+    finally:
+        kill(process)
+    argv = ["spool", "drain", "--spool", str(tmp_path), "--write-key", KEY, "--host", closed_port_url()]
+    assert cli.main([*argv, "--timeout", "1"]) == 1
+    assert "stays on disk" in capsys.readouterr().out
+    assert cli.main(["spool", "status", "--spool", str(tmp_path), "--json"]) == 0
+    [part] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert part["state"] == "left" and part["pending"] == 10
+
+
+def test_the_disk_bound_covers_the_whole_directory(tmp_path):
+    first = Spool(str(tmp_path), max_bytes=20_000)
+    while first.put(track_message(1)):
+        pass
+    held = first.pending()[1]
+    assert 19_000 < held <= 20_000
+    second = Spool(str(tmp_path), max_bytes=20_000)  # measures first's part when it opens
+    assert not second.put(track_message(2))  # the directory is full
+    assert [part["state"] for part in second.stats()["parts"]] == ["own", "live"]
+    assert second.stats()["parts"][1]["disk_bytes"] >= held
+    drain(first)
+    first.close()
+    second._scan()  # what the sender does every second
+    assert second.put(track_message(2))
+    second.close()

@@ -28,9 +28,10 @@ class RoutingBackend:
        new event. Raising ``EventEmissionExit`` drops the event silently: no later
        processor and no backend sees it. Any other exception is logged and that
        processor is skipped: the event goes on as it left it, as in the original package
-       (a site's authoritative tracking log must not lose events to a processor's bug;
-       put privacy scrubbing in the backend, e.g. SegmentBackend's ``exclude_fields``,
-       where a failure cannot let data through).
+       (a site's authoritative tracking log must not lose events to a processor's bug).
+       Except for filters (processors with a true ``fails_closed`` attribute, such as the
+       whitelist and the regex filter): an exception from one drops the event, logged,
+       because a filter's failure must never let an event through.
 
     2) Backends are called one after the other in ascending order of their names. Each
        backend receives its own deep copy of the processed event, so one backend
@@ -103,8 +104,9 @@ class RoutingBackend:
         Run every processor on `event` in order and return the result.
 
         `event` may be mutated in place. Raises ``EventEmissionExit`` if a processor asked
-        for the event to be dropped. A processor that fails otherwise is logged here and
-        skipped: the chain goes on with the event as that processor left it.
+        for the event to be dropped, or if a filter (``fails_closed``) failed. Any other
+        processor that fails is logged here and skipped: the chain goes on with the event
+        as that processor left it.
         """
         for processor in self.processors:
             try:
@@ -112,6 +114,12 @@ class RoutingBackend:
             except EventEmissionExit:
                 raise
             except Exception:
+                if getattr(processor, "fails_closed", False) is True:  # not a Mock's attribute
+                    # A filter that failed must not let the event through: drop it.
+                    LOG.exception(
+                        "Filter %r failed on event %r: the event is dropped", processor, event_name(event)
+                    )
+                    raise EventEmissionExit() from None
                 LOG.exception("Failed to execute processor %r on event %r", processor, event_name(event))
                 continue
             if modified is not None:

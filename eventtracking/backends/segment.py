@@ -42,16 +42,49 @@ DEFAULT_HOST = "https://api.segment.io"
 WARNING_INTERVAL = 10.0  # seconds between two "buffer full" warnings
 
 
-def _global_client() -> Any:
-    """The official client's global module: 2.x installs ``segment.analytics``, 1.x ``analytics``."""
+def _import_clients() -> tuple[Any, Any]:
+    """The official clients' global modules, None where not installed: ``analytics`` (the 1.x
+    API; analytics-python 1.4.post1, which edx-platform pins, installs it beside a 2.x
+    ``segment.analytics``) and ``segment.analytics`` (segment-analytics-python 2.x)."""
     try:
-        from segment import analytics
+        import analytics as one_x
     except ImportError:
-        try:
-            import analytics
-        except ImportError:
-            return None
-    return analytics
+        one_x = None
+    try:
+        from segment import analytics as two_x
+    except ImportError:
+        two_x = None
+    return one_x, two_x
+
+
+_ANALYTICS, _SEGMENT_ANALYTICS = _import_clients()
+
+# The original backend's module-level name for the global client, which the drop-in mode
+# delivers through: code across the ecosystem patches eventtracking.backends.segment.analytics
+# in its tests, and then the backend uses what was patched in. ``analytics`` as the original
+# when it is installed, else ``segment.analytics``.
+analytics: Any = _ANALYTICS if _ANALYTICS is not None else _SEGMENT_ANALYTICS
+
+
+def _has_write_key(client: Any) -> bool:
+    """Whether a global client module is configured: a write key, or a client of its own made."""
+    return bool(getattr(client, "write_key", None)) or getattr(client, "default_client", None) is not None
+
+
+def _global_client() -> Any:
+    """The global client to deliver through, chosen at send time (applications set the key after
+    their settings load): ``analytics``; but when both modules are installed and only
+    ``segment.analytics`` has a write key, that one. None when neither can be imported."""
+    client = analytics
+    if (
+        client is _ANALYTICS  # not patched
+        and _SEGMENT_ANALYTICS is not None
+        and client is not None
+        and not _has_write_key(client)
+        and _has_write_key(_SEGMENT_ANALYTICS)
+    ):
+        return _SEGMENT_ANALYTICS
+    return client
 
 
 class MessageIds:
@@ -118,13 +151,13 @@ class SegmentBackend:
         self._dropped_since_warning = 0
         self._last_warning = 0.0
         self._sender: Optional[Sender] = None
-        self._client: Any = None
+        self._clients_used: list[Any] = []  # the global clients handed messages: flush() flushes them
         self._client_error_warned = False
+        self._no_write_key_warned = False
         if write_key is None:
             if host is not None:
                 raise ValueError("host is only used with write_key (owned mode)")
-            self._client = _global_client()
-            if self._client is None:
+            if _global_client() is None:
                 log.warning(
                     "SegmentBackend: neither segment.analytics (segment-analytics-python 2.x) nor "
                     "analytics (1.x) can be imported, and no write_key was given: events will be "
@@ -222,10 +255,17 @@ class SegmentBackend:
         log.debug("skipped event %r: %s%s", event_name(event), reason, f" ({detail})" if detail else "")
 
     def _send_to_client(self, message: dict) -> None:
-        if self._client is None:
+        client = _global_client()
+        if client is None:
             raise SkipEvent("no_client")
+        if not _has_write_key(client) and hasattr(client, "write_key"):
+            self._warn_no_write_key(client)
+            raise SkipEvent("no_write_key")
+        if not self._clients_used or client is not self._clients_used[-1]:
+            if all(used is not client for used in self._clients_used):
+                self._clients_used.append(client)
         try:
-            self._client.track(
+            client.track(
                 user_id=message.get("userId"),
                 anonymous_id=message.get("anonymousId"),
                 event=message["event"],
@@ -235,13 +275,26 @@ class SegmentBackend:
                 message_id=message["messageId"],
             )
         except Exception as error:
-            # The official client raises on bad input and on a misconfigured module (no write
-            # key): say it once loudly, then count; its message never holds the key itself.
+            # The official client raises on bad input: say it once loudly, then count; its
+            # message never holds the key itself.
             if not self._client_error_warned:
                 self._client_error_warned = True
                 log.warning("the global Segment client refused an event: %s: %s", type(error).__name__, error)
             raise SkipEvent("client_error") from None
         self._counters.add("accepted")
+
+    def _warn_no_write_key(self, client: Any) -> None:
+        if self._no_write_key_warned:
+            return
+        self._no_write_key_warned = True
+        name = getattr(client, "__name__", type(client).__name__)
+        log.warning(
+            "SegmentBackend (drop-in mode): the global Segment client %s has no write_key, so events "
+            "are not sent but counted as skipped ('no_write_key') until the application sets "
+            "%s.write_key (Open edX sets it from LMS_SEGMENT_KEY at startup)",
+            name,
+            name,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -249,27 +302,13 @@ class SegmentBackend:
         """Wait until everything accepted so far was delivered or finally refused.
 
         Returns False when ``timeout`` (seconds; None = no limit) ran out first; a warning then
-        says how much is still pending.
+        says how much is still pending. Drop-in mode: flushes the global clients this backend
+        handed messages to, and returns False (with a warning, never a traceback) when their
+        flush failed.
         """
         if self._sender is not None:
             return self._sender.flush(timeout)
-        if self._client is None:
-            return True
-        # The official client's flush() has no timeout and hangs when its thread is gone
-        # (after fork): wait for it on a helper thread instead.
-        done = threading.Event()
-
-        def flush_client() -> None:
-            try:
-                self._client.flush()
-            finally:
-                done.set()
-
-        threading.Thread(target=flush_client, name="segment-client-flush", daemon=True).start()
-        if done.wait(timeout):
-            return True
-        log.warning("flush of the global Segment client timed out after %ss", timeout)
-        return False
+        return _flush_clients(self._clients_used, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop the sender thread; True when nothing was left."""
@@ -295,16 +334,45 @@ class SegmentBackend:
         self._ids.reset()
         if self._sender is not None:
             self._sender.after_fork_in_child()
-            self._buffer = self._sender.buffer  # a spool's child buffers in memory
+            self._buffer = self._sender.buffer  # a spool's child has a part of its own
 
 
 # Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
 _LIVE_BACKENDS: weakref.WeakSet[SegmentBackend] = weakref.WeakSet()
 
 
+def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:
+    """Flush the global clients a drop-in backend handed messages to; False, with a warning and
+    no traceback, when one failed or ``timeout`` ran out."""
+    if not clients:
+        return True
+    # The official client's flush() has no timeout and hangs when its thread is gone (after
+    # fork): wait for it on a helper thread instead, which never lets an exception escape.
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def flush() -> None:
+        try:
+            for client in clients:
+                client.flush()
+        except Exception as error:
+            errors.append(error)
+        finally:
+            done.set()
+
+    threading.Thread(target=flush, name="segment-client-flush", daemon=True).start()
+    if not done.wait(timeout):
+        log.warning("flush of the global Segment client timed out after %ss", timeout)
+        return False
+    if errors:
+        log.warning("flush of the global Segment client failed: %s: %s", type(errors[0]).__name__, errors[0])
+        return False
+    return True
+
+
 def _open_spool(spool_dir: str, max_bytes: int, fsync: bool, memory_bytes: int) -> Any:
-    """The spool in ``spool_dir``; memory, with a warning, when the disk refuses it (the
-    application must start). A spool locked by another live backend is an error: say it."""
+    """The spool in ``spool_dir`` (this process's part of it); memory, with a warning, when the
+    directory cannot be used at all (the application must start)."""
     from eventtracking.segment.spool import Spool  # only spooling backends pay for it
 
     try:

@@ -4,6 +4,7 @@
 * :mod:`~eventtracking.cli.received`: list what a collector stored;
 * :mod:`~eventtracking.cli.replay`: send tracking logs to Segment (:mod:`eventtracking.replay`);
 * :mod:`~eventtracking.cli.deadletters`: list and resend what a spool's server finally refused;
+* :mod:`~eventtracking.cli.spool`: show a spool directory's parts, drain what dead processes left;
 * :mod:`~eventtracking.cli.args`: the argument helpers they share.
 
 Each command module is a plug-in with ``add_parser(subparsers)`` and ``run(args) -> int``.
@@ -15,9 +16,9 @@ import argparse
 import sys
 from typing import Any, Optional, Sequence
 
-from eventtracking.cli import collect, deadletters, received, replay
+from eventtracking.cli import collect, deadletters, received, replay, spool
 
-COMMANDS = (collect, received, replay, deadletters)
+COMMANDS = (collect, received, replay, deadletters, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,17 +64,23 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.spool):
         print(f"eventtracking deadletters: no spool directory {args.spool}", file=sys.stderr)
         return 1
-    if args.action == "list":
-        return list_dead_letters(args.spool, as_json=args.json)
-    return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+    try:
+        if args.action == "list":
+            return list_dead_letters(args.spool, as_json=args.json)
+        return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+    except OSError as error:  # e.g. ELOOP: a symbolic link where the file should be
+        print(f"eventtracking deadletters: {error}", file=sys.stderr)
+        return 1
 
 
 def _read_file(path: str) -> bytes:
+    """The file's bytes (b"" when there is none); a symbolic link in its place is refused (ELOOP)."""
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return b""
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
 
 
 def parse_dead_letters(data: bytes) -> list[tuple[bytes, Optional[dict]]]:
@@ -211,7 +217,9 @@ def _rewrite(path: str, lines: list[bytes]) -> None:
     """Replace ``path`` by ``lines``, through a temporary file fsynced first (lock held)."""
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
-        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+        with os.fdopen(
+            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb"
+        ) as file:
             file.write(b"".join(line + b"\n" for line in lines))
             file.flush()
             os.fsync(file.fileno())

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from eventtracking.processors.exceptions import EventEmissionExit, ImproperlyConfigured
+from eventtracking.processors.exceptions import ImproperlyConfigured
+from eventtracking.processors.filtering import EventFilter, name_of
 
 ALLOWLIST = "allowlist"
 BLOCKLIST = "blocklist"
 
 
-class RegexFilter:
+class RegexFilter(EventFilter):
     """
     Filter events by name with regular expressions.
 
     A name "matches" when any expression matches at its start (``re.match``; anchor
     with ``$`` to require a full match). With ``filter_type="allowlist"`` only matching
-    events pass; with ``"blocklist"`` matching events are dropped. Dropping means
-    raising ``EventEmissionExit``.
+    events pass; with ``"blocklist"`` matching events are dropped. A name that is not a
+    string matches nothing (a blocklist keeps it). Called on one event it returns it or
+    raises ``EventEmissionExit``; on a list of events it returns the list of those that
+    pass (the original raised on a list, which let the whole batch through). An event it
+    cannot decide on (not a mapping) is dropped and counted: see
+    :mod:`eventtracking.processors.filtering`.
 
     An unknown `filter_type` or an invalid expression raises ``ImproperlyConfigured``
     at construction, naming the offending value, so bad settings fail at startup
@@ -30,7 +35,8 @@ class RegexFilter:
     ) -> None:
         if filter_type not in (ALLOWLIST, BLOCKLIST):
             raise ImproperlyConfigured(
-                f"RegexFilter filter_type must be {ALLOWLIST!r} or {BLOCKLIST!r}, got {filter_type!r}"
+                f"Invalid filter type is configured: RegexFilter filter_type must be {ALLOWLIST!r} or "
+                f"{BLOCKLIST!r}, got {filter_type!r}"
             )
         if isinstance(regular_expressions, (str, bytes)):
             # A lone string would be iterated character by character.
@@ -47,7 +53,7 @@ class RegexFilter:
             return re.compile(pattern)
         except (re.error, TypeError) as error:
             raise ImproperlyConfigured(
-                f"RegexFilter got an invalid regular expression {pattern!r}: {error}"
+                f"Invalid Regular Expressions are configured: {pattern!r}: {error}"
             ) from error
 
     def matches(self, name: Any) -> bool:
@@ -56,9 +62,6 @@ class RegexFilter:
             return False
         return any(expression.match(name) for expression in self.compiled_expressions)
 
-    def __call__(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Return `event` if it passes the filter, else raise ``EventEmissionExit``."""
-        is_match = self.matches(event.get("name"))
-        if is_match == (self.filter_type == ALLOWLIST):
-            return event
-        raise EventEmissionExit()
+    def keeps(self, event: Any) -> bool:
+        """Whether `event` passes: its name matches an allowlist, or does not match a blocklist."""
+        return self.matches(name_of(event)) == (self.filter_type == ALLOWLIST)

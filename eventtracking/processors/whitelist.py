@@ -2,39 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from eventtracking.processors.exceptions import EventEmissionExit
+from eventtracking.processors.filtering import EventFilter, name_of
+
+_MESSAGE = (
+    'The NameWhitelistProcessor must be passed a collection of allowed names using the "whitelist" parameter'
+)
 
 
-class NameWhitelistProcessor:
+class NameWhitelistProcessor(EventFilter):
     """
     Let through only events whose ``name`` is in ``whitelist``; drop the rest.
 
-    `whitelist` is a collection of event names (list, tuple, set...). A single string
-    is rejected with ``TypeError`` because iterating it would whitelist characters, and
-    so is a missing or non-iterable value.
+    Called on one event it returns it or raises ``EventEmissionExit``; called on a list of events
+    (event-routing-backends' batches) it returns the list of the whitelisted ones, as the
+    original does. An event it cannot decide on (not a mapping, an unhashable name) is dropped
+    and counted: see :mod:`eventtracking.processors.filtering`. An event without a name is not
+    whitelisted.
 
-    Extra keyword arguments are accepted and ignored, as in the original package, so
-    existing settings keep loading.
+    `whitelist` is a collection of event names (list, tuple, set...). A single string is
+    rejected with the original's ``TypeError`` because iterating it would whitelist characters,
+    and so is a missing or non-iterable value. Extra keyword arguments are accepted and ignored,
+    as in the original package, so existing settings keep loading.
     """
 
     def __init__(self, whitelist: Iterable[str] | None = None, **_kwargs: Any) -> None:
         if whitelist is None or isinstance(whitelist, (str, bytes)):
-            raise TypeError(
-                "NameWhitelistProcessor needs a collection of allowed event names in the "
-                f"'whitelist' option, got {whitelist!r}"
-            )
+            raise TypeError(f"{_MESSAGE}, got {whitelist!r}")
         try:
             self.whitelist = frozenset(whitelist)
         except TypeError as error:
-            raise TypeError(
-                "NameWhitelistProcessor needs a collection of allowed event names in the "
-                f"'whitelist' option, got {whitelist!r}"
-            ) from error
+            raise TypeError(f"{_MESSAGE}, got {whitelist!r}") from error
 
-    def __call__(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Return `event` unchanged if its name is whitelisted, else raise ``EventEmissionExit``."""
-        if event.get("name") not in self.whitelist:
-            raise EventEmissionExit()
-        return event
+    def keeps(self, event: Any) -> bool:
+        """Whether the event's name is whitelisted."""
+        return name_of(event) in self.whitelist

@@ -164,7 +164,7 @@ class MemoryBuffer(SenderWait):
 
     def discard_inherited(self) -> MemoryBuffer:
         """After ``fork()`` in the child: the parent delivers what it had; return the buffer the
-        child uses from now on (this one, emptied; a spool returns a memory buffer instead).
+        child uses from now on (this one, emptied; a spool starts a part of the child's own).
 
         The locks are replaced, not acquired: a thread of the parent may have held them.
         """

@@ -1,0 +1,109 @@
+"""``eventtracking spool``: look at a spool directory, and deliver what it holds on demand.
+
+* ``spool status --spool DIR [--json]``: one line per part (name, owner's pid, ``live`` when its
+  owner holds it, ``left`` when the owner is gone, records pending, bytes on disk). It takes
+  nothing over.
+* ``spool drain --spool DIR --write-key KEY --host URL [--timeout S]``: adopt every part whose
+  owner is gone (killed, crashed, or the whole site stopped) and deliver it through the backend's
+  sender (batches, retries, splitting; finally refused messages go to the dead letters), then
+  remove what was delivered. Parts whose owner is alive are left to it, and named. What could not
+  be sent within the timeout (server down) stays on disk, for a later drain or a live process.
+  Exit status 0 when nothing is left to deliver but live processes' parts, else 1.
+
+The write key may come from ``$EVENTTRACKING_WRITE_KEY`` instead (out of the process list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, cast
+
+import orjson
+
+from eventtracking.cli.deadletters import WRITE_KEY_ENV
+from eventtracking.segment.sender import Sender
+from eventtracking.segment.spool import Spool, survey
+from eventtracking.segment.stats import Counters
+from eventtracking.segment.transport import HttpTransport
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the ``spool`` subcommand (actions ``status`` and ``drain``) to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "spool",
+        help="show the parts of a spool directory, or deliver what dead processes left in it",
+        description="A spool directory (the backend's spool_dir) holds one part per process.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    status = actions.add_parser("status", help="what each part of a spool directory holds")
+    status.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    status.add_argument("--json", action="store_true", help="one JSON object per part")
+    drain = actions.add_parser("drain", help="deliver what processes that are gone left in a spool directory")
+    drain.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    drain.add_argument(
+        "--write-key",
+        default=os.environ.get(WRITE_KEY_ENV),
+        required=WRITE_KEY_ENV not in os.environ,
+        help=f"the Segment write key (default: ${WRITE_KEY_ENV})",
+    )
+    drain.add_argument("--host", required=True, help="the API's base URL, e.g. https://api.segment.io")
+    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to try for (default: 60)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``spool status`` or ``spool drain``; return the exit status."""
+    if not os.path.isdir(args.spool):
+        print(f"eventtracking spool: no spool directory {args.spool}", file=sys.stderr)
+        return 1
+    try:
+        if args.action == "status":
+            return show_status(args.spool, as_json=args.json)
+        return drain_spool(args.spool, args.write_key, args.host, args.timeout)
+    except OSError as error:
+        print(f"eventtracking spool: {error}", file=sys.stderr)
+        return 1
+
+
+def show_status(directory: str, *, as_json: bool = False) -> int:
+    parts = survey(directory)
+    if as_json:
+        sys.stdout.write("".join(orjson.dumps(part).decode() + "\n" for part in parts))
+        return 0
+    for part in parts:
+        pending = "-" if "pending" not in part else str(part["pending"])
+        name, pid, state, size = part["name"], part["pid"], part["state"], part["disk_bytes"]
+        print(f"{name}  pid {pid}  {state}  pending {pending}  {size} bytes")
+    left = sum(part.get("pending", 0) for part in parts)
+    plural = "" if len(parts) == 1 else "s"
+    print(f"{len(parts)} part{plural} in {directory}; {left} messages left by processes that are gone")
+    return 0
+
+
+def drain_spool(directory: str, write_key: str, host: str, timeout: float) -> int:
+    started = time.monotonic()
+    spool = Spool(directory, scan_interval=3600.0)  # adopts what is left once, on opening
+    counters = Counters()
+    transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
+    sender = Sender(cast(Any, spool), transport, counters, linger=0, retry_budget=timeout)  # same methods
+    opened = spool.stats()
+    live = [part for part in opened["parts"] if part["state"] == "live"]
+    sender.ensure_started()
+    remaining = max(0.1, timeout - (time.monotonic() - started))
+    delivered_all = sender.close(remaining)
+    counts = counters.snapshot()
+    refused = counts["dropped"].get("refused", 0)
+    summary = (
+        f"drained {directory}: {opened['recovered']} messages in {opened['adopted']} parts left by processes "
+        f"that are gone: delivered {counts['delivered']}, refused {refused} (kept as dead letters)"
+    )
+    if not delivered_all:
+        summary += f"; the rest was not delivered within {timeout:g} s and stays on disk"
+    print(summary)
+    for part in live:
+        print(f"left to its owner: {part['name']} (live process {part['pid']}, {part['disk_bytes']} bytes)")
+    return 0 if delivered_all else 1
