@@ -62,6 +62,7 @@ test: $(STAMP) $(ORIGINAL_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP)
 
 bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_openedx.py
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
 
