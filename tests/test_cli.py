@@ -20,17 +20,19 @@ import orjson
 import pytest
 
 from eventtracking import cli
-from eventtracking.cli import collect, received
+from eventtracking.cli import args, received
 from eventtracking.collector import Collector
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 20  # seconds, on every socket and subprocess wait
+WRITE_KEY_VARIABLES = (args.WRITE_KEY_ENV, *args.WRITE_KEY_ENV_ALIASES)
 LISTENING = re.compile(r"^listening on http://127\.0\.0\.1:(\d+)$")
 
 
 def start_collect(*args: str, env: Optional[Dict[str, str]] = None) -> Tuple[subprocess.Popen, int, str]:
     """Run ``python -m eventtracking collect ARGS``; return the process, its port and first line."""
-    process_env = dict(os.environ, **(env or {}))
+    process_env = {name: value for name, value in os.environ.items() if name not in WRITE_KEY_VARIABLES}
+    process_env.update(env or {})
     process_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), process_env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "eventtracking", "collect", *args],
@@ -138,9 +140,10 @@ def test_collect_prints_its_port_serves_and_stops_cleanly_on_a_signal(tmp_path, 
         assert reopened.message_ids() == ["m-1", "m-2", "m-3"]
 
 
-def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path):
+@pytest.mark.parametrize("variable", [args.WRITE_KEY_ENV, *args.WRITE_KEY_ENV_ALIASES])
+def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_path, variable):
     key = "cli-Secret-write-key-42"
-    process, port, first_line = start_collect("-vv", env={collect.WRITE_KEY_ENV: key})
+    process, port, first_line = start_collect("-vv", env={variable: key})
     try:
         assert request(port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 401
         basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
@@ -256,3 +259,185 @@ def test_python_dash_m_eventtracking_runs_the_cli():
         timeout=TIMEOUT,
     )
     assert bad.returncode == 2
+
+
+# -- one consistent command line (issue 13) --------------------------------------------------------
+
+
+def run_command(
+    *argv: str, env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None
+) -> subprocess.CompletedProcess:
+    """``python -m eventtracking ARGV`` to completion, without any write key in its environment."""
+    process_env = {name: value for name, value in os.environ.items() if name not in WRITE_KEY_VARIABLES}
+    process_env["PYTHONPATH"] = str(REPO_ROOT)
+    process_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "eventtracking", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd or str(REPO_ROOT),
+        env=process_env,
+        timeout=60,
+    )
+
+
+def test_version_is_the_distributions():
+    from importlib.metadata import version
+
+    result = run_command("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"eventtracking {version('event-tracking')}"
+
+
+@pytest.mark.parametrize("argv", [[], ["deadletters"]], ids=["eventtracking", "deadletters"])
+def test_run_bare_a_command_prints_its_help(argv):
+    result = run_command(*argv)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: eventtracking") and not result.stderr
+    for command in ("collect", "received", "replay", "deadletters") if not argv else ("list", "resend"):
+        assert command in result.stdout
+
+
+def option_helps() -> Dict[str, Dict[str, Tuple[Optional[str], str]]]:
+    """{option: {command: (metavar, help)}} for every option of every (sub)command."""
+    found: Dict[str, Dict[str, Tuple[Optional[str], str]]] = {}
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}".strip())
+            for option in action.option_strings:
+                if option.startswith("--") and option not in ("--help", "--version"):
+                    found.setdefault(option, {})[name] = (action.metavar, action.help or "")
+
+    walk(cli.build_parser(), "")
+    return found
+
+
+def test_the_same_option_has_the_same_name_metavar_and_wording_in_every_command():
+    helps = option_helps()
+    for command, (metavar, text) in helps["--write-key"].items():
+        assert metavar == "KEY" and text.endswith(f"(default: ${args.WRITE_KEY_ENV})"), command
+    assert {"collect", "replay", "deadletters resend"} <= set(helps["--write-key"])
+    for command, (metavar, text) in helps["--db"].items():
+        assert metavar == "FILE" and text.startswith("the collector's SQLite file"), command
+    for command, (metavar, text) in helps["--spool"].items():
+        assert metavar == "DIR" and text.startswith("the spool directory"), command
+    destinations = {command: help for command, help in helps["--host"].items() if command != "collect"}
+    assert len(destinations) >= 2 and len(set(destinations.values())) == 1, destinations
+    for command, (_, text) in helps["--json"].items():
+        assert text.endswith("as JSON lines instead of a table"), command
+
+
+def test_no_option_takes_an_optional_value_that_could_swallow_a_path():
+    parser = cli.build_parser()
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    pending = [sub for group in subparsers for sub in group.choices.values()]
+    while pending:
+        sub = pending.pop()
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                pending.extend(action.choices.values())
+            assert action.nargs != "?" or not action.option_strings, (sub.prog, action.option_strings)
+
+
+def test_replay_local_before_the_path_replays_the_path(tmp_path):
+    sample = REPO_ROOT / "examples" / "sample_tracking.log"
+    result = run_command("replay", "--local", str(sample), cwd=str(tmp_path))
+    assert result.returncode == 1, result.stderr  # the sample's two broken lines
+    assert "events sent           24" in result.stdout
+    assert (tmp_path / "eventtracking-local.sqlite3").exists()
+
+
+@pytest.mark.parametrize("variable", [args.WRITE_KEY_ENV, *args.WRITE_KEY_ENV_ALIASES])
+def test_every_command_reads_the_write_key_from_the_one_variable_or_its_aliases(tmp_path, variable):
+    key = "env-Secret-key-9"
+    sample = REPO_ROOT / "examples" / "sample_tracking.log"
+    with Collector(write_key=key) as keyed:
+        result = run_command("replay", str(sample), "--host", keyed.url, env={variable: key})
+        assert "events sent           24" in result.stdout, result.stdout + result.stderr
+        assert keyed.count() == 24
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    message = {"type": "track", "event": "e", "userId": "1", "messageId": "dl-1"}
+    write_dead_letter(spool, "HTTP 400: x", message)
+    with Collector(write_key=key) as keyed:
+        resend = ("deadletters", "resend", "--spool", str(spool), "--host", keyed.url)
+        result = run_command(*resend, env={variable: key})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert keyed.message_ids() == ["dl-1"]
+    for text in (result.stdout, result.stderr):
+        assert key not in text
+
+
+def write_dead_letter(spool: Path, reason: str, message: dict) -> None:
+    (spool / "deadletters.jsonl").write_bytes(orjson.dumps({"reason": reason, "message": message}) + b"\n")
+
+
+def test_deadletters_resend_without_a_key_says_where_to_put_it(tmp_path):
+    result = run_command("deadletters", "resend", "--spool", str(tmp_path))
+    assert result.returncode == 2
+    assert f"--write-key KEY or set ${args.WRITE_KEY_ENV}" in result.stderr
+
+
+def test_deadletters_resend_usage_is_the_readmes():
+    usage = " ".join(run_command("deadletters", "resend", "--help").stdout.split())
+    readme = (REPO_ROOT / "README.rst").read_text()
+    synopsis = re.search(r"eventtracking deadletters resend --spool DIR .*", readme).group(0).strip()
+    # README: `... resend --spool DIR [--write-key KEY] [--host URL]`; the usage line has the same.
+    assert synopsis.replace("eventtracking deadletters resend", "").strip() in usage
+    assert "--spool DIR [--write-key KEY] [--host URL]" in usage
+
+
+def test_deadletters_list_keeps_the_reason_column_short(tmp_path, capsys):
+    long_reason = "HTTP 400: " + "the server explains at length why " * 8
+    message = {"type": "track", "event": "e", "userId": "1", "messageId": "dl-2"}
+    write_dead_letter(tmp_path, long_reason, message)
+    assert cli.main(["deadletters", "list", "--spool", str(tmp_path)]) == 0
+    header, row, total = capsys.readouterr().out.splitlines()
+    assert len(row) < 120 and row.split()[1:3] == ["HTTP", "400:"] and "..." in row
+    assert total.startswith("1 dead letter in ")
+    assert cli.main(["deadletters", "list", "--spool", str(tmp_path), "--json"]) == 0
+    assert long_reason in capsys.readouterr().out  # the whole reason is still there
+
+
+def test_collect_verbose_says_where_it_listens_once(tmp_path):
+    process, port, first_line = start_collect("-v")
+    try:
+        assert request(port, "GET", "/health")[0] == 200
+    finally:
+        returncode, out, err = stop(process)
+    assert returncode == 0
+    assert (first_line + "\n" + out + err).count("listening on") == 1
+    assert "stopped" in err  # -v did turn logging on
+
+
+def test_received_leaves_no_wal_or_shm_files(tmp_path):
+    db_path = tmp_path / "c.sqlite3"
+    collector = Collector(db_path=str(db_path)).start()
+    try:
+        assert request(collector.port, "POST", "/v1/batch", {"batch": sample_batch()[:1]})[0] == 200
+    finally:
+        collector.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite3"]
+    result = run_command("received", "--db", str(db_path))
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("1 message")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite3"]
+
+
+def test_counts_are_said_in_words():
+    from eventtracking.wording import plural
+
+    said = [plural(n, "message") for n in (0, 1, 2, 1000)]
+    assert said == ["0 messages", "1 message", "2 messages", "1,000 messages"]
+    assert [plural(n, "delivery", "deliveries") for n in (1, 3)] == ["1 delivery", "3 deliveries"]
+
+
+def test_collect_says_one_message_stored(tmp_path):
+    process, port, _ = start_collect()
+    try:
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch()[:1]})[0] == 200
+    finally:
+        returncode, out, err = stop(process)
+    assert "stopped, 1 message stored" in err

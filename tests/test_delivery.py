@@ -121,19 +121,6 @@ def test_429_retry_after_is_honoured(collector):
     assert backend.stats()["retries"] == 1
 
 
-def test_429_retry_after_longer_than_the_budget_gives_up(collector):
-    collector.faults.add(status=429, times=1, retry_after=60)
-    errors = []
-    backend = backend_for(
-        collector, retry_timeout=2, on_error=lambda reason, msgs: errors.append((reason, msgs))
-    )
-    backend.send(make_event(1))
-    assert backend.flush(10)
-    assert collector.count() == 0
-    assert backend.stats()["dropped"] == {"gave_up": 1}
-    assert errors[0][0] == "gave_up" and errors[0][1][0]["userId"] == "1"
-
-
 def test_dropped_connections_are_retried(collector):
     collector.faults.add(drop=True, times=2)
     backend = backend_for(collector)

@@ -677,7 +677,7 @@ def test_a_refused_event_is_a_failed_delivery_and_the_checkpoint_passes_it(capsy
     [
         (["replay", "{log}"], "no destination"),
         (["replay", "{missing}", "--host", "http://127.0.0.1:9"], "no such file"),
-        (["replay", "{log}", "--local", "{log}"], "not a SQLite database"),
+        (["replay", "{log}", "--local", "--db", "{log}"], "not a SQLite database"),
         (["replay", "{log}", "--local", "--host", "http://127.0.0.1:9"], "takes no --write-key or --host"),
         (["replay", "{log}", "--dry-run", "--checkpoint", "{log}"], "not a replay checkpoint"),
     ],
@@ -743,3 +743,148 @@ def test_the_benchmark_fails_loudly_unless_the_replay_it_times_succeeded():
     with pytest.raises(RuntimeError, match="stored 9 messages for 10 lines"):
         bench.check_stored("ours", 9, 10)
     bench.check_stored("ours", 10, 10)
+
+
+# -- what the command tells a newcomer (issue 13) ------------------------------------------------
+
+
+def final_bar_line(err: str) -> str:
+    """The progress bar's last state (tqdm redraws it with carriage returns)."""
+    return [part for part in re.split(r"[\r\n]", err) if part.strip()][-1]
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["plain", "gzip"])
+def test_the_progress_bar_has_a_total_and_ends_on_the_summarys_figures(capsys, collector, tmp_path, compress):
+    log = write_lines(tmp_path / "t.log", many_lines(3000), compress=compress)
+    summary = Replay(backend_for(collector)).run([Source(str(log), str(log))], progress=True)
+    assert summary.sent == 3000 and summary.exit_status() == 0
+    bar = final_bar_line(capsys.readouterr().err)
+    assert bar.lstrip().startswith("100%"), bar  # a percentage: the total is the input's size
+    size = log.stat().st_size  # compressed bytes for gzip: what is read of the disk
+    shown_total = re.search(r"/([\d.]+)([kMG]?)B? ", bar)
+    assert shown_total, bar
+    scale = {"": 1, "k": 1024, "M": 1024**2, "G": 1024**3}[shown_total.group(2)]
+    assert float(shown_total.group(1)) * scale == pytest.approx(size, rel=0.01)
+    assert f"{summary.lines:,} lines, {summary.sent:,} sent" in bar
+
+
+def test_the_progress_bar_counts_lines_when_the_size_is_unknown(capsys, monkeypatch):
+    data = b"".join(orjson.dumps(line) + b"\n" for line in many_lines(5))
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BufferedReader(io.BytesIO(data))))
+    summary = Replay(DryRun(MappingOptions())).run([Source("<stdin>", "-")], progress=True)
+    bar = final_bar_line(capsys.readouterr().err)
+    assert summary.sent == 5 and "5 lines, 5 would send" in bar and "%" not in bar
+
+
+def test_already_acknowledged_is_said_only_with_a_checkpoint(capsys, collector, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(4))
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 0 and "already acknowledged" not in output
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(tmp_path / "cp"))
+    assert code == 0 and summary_of(output)["already acknowledged"] == 0
+
+
+def test_the_summary_says_what_the_exit_status_means(capsys, collector, tmp_path):
+    code, output = replay(capsys, str(SAMPLE), "--host", collector.url)
+    assert code == 1
+    assert output.rstrip().endswith("exit status 1: 2 lines unreadable (listed above)")
+    log = write_lines(tmp_path / "t.log", many_lines(3))
+    code, output = replay(capsys, str(log), "--host", collector.url)
+    assert code == 0 and "exit status 0: every readable event was delivered or skipped by rule" in output
+
+
+def test_local_twice_counts_unique_messages_and_shows_duplicates_apart(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, output = replay(capsys, str(SAMPLE), "--local")
+    assert "the local collector holds 24 unique messages in" in output and "duplicate" not in output
+    code, output = replay(capsys, str(SAMPLE), "--local")
+    assert "the local collector holds 24 unique messages in" in output
+    assert "plus 24 duplicates (a messageId it had already: Segment keeps one)" in output
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_host_ends_with_the_reason_and_no_flood_of_warnings(tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(30))
+    port = closed_port()
+    process = python_m("replay", str(log), "--host", f"http://127.0.0.1:{port}", "--retry-timeout", "1")
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    out, err = out.decode(), err.decode()
+    assert process.returncode == 1, out + err
+    assert err.count("flush timed out") <= 1
+    assert "stopped early: deliveries failed (gave_up" in out
+    failed = [line for line in out.splitlines() if line.startswith("  failed deliveries")]
+    assert failed and "gave_up 30" in failed[0]
+
+
+def wait_for(condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_a_stop_by_signal_saves_the_checkpoint_and_resends_nothing_acknowledged(capsys, collector, tmp_path):
+    total = 1500
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    argv = [str(log), "--host", collector.url, "--checkpoint", str(checkpoint)]
+    acknowledged = [0]
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, then a service manager's stop
+        process = python_m("replay", *argv, "--rate", "300")
+        try:
+            wait_for(lambda: collector.count() >= acknowledged[-1] + 100)
+            process.send_signal(signum)
+            out, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        out = out.decode()
+        assert process.returncode == 130, out + err.decode()
+        assert "replay summary (interrupted)" in out
+        assert "exit status 130: interrupted; rerun with the same --checkpoint to resume" in out
+        assert summary_of(out)["already acknowledged"] == acknowledged[-1]  # also on the resumed run
+        line = orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"]
+        assert acknowledged[-1] < line < total
+        assert collector.count() == len(distinct_ids(collector)) == line  # all sent was acknowledged
+        acknowledged.append(line)
+    code, output = replay(capsys, *argv)
+    assert code == 0, output
+    assert summary_of(output)["already acknowledged"] == acknowledged[-1]
+    assert collector.count() == len(distinct_ids(collector)) == total  # nothing was sent twice
+
+
+def test_a_stop_while_the_destination_is_slow_checkpoints_at_a_chunk_end(capsys, collector, tmp_path):
+    total = 6000  # about 5 MB: several chunks, and the reader waits for the backlog between them
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    argv = [str(log), "--host", collector.url, "--checkpoint", str(checkpoint), "--checkpoint-every", "99999"]
+    collector.faults.add(delay=0.3, times=None)
+    process = python_m("replay", *argv)
+    try:
+        wait_for(lambda: collector.count() >= 500)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    collector.faults.clear()
+    assert process.returncode == 130, out.decode() + err.decode()
+    line = orjson.loads(checkpoint.read_bytes())["files"][str(log)]["line"]
+    assert 0 < line < total and collector.count() == len(distinct_ids(collector)) == line
+    code, output = replay(capsys, *argv)
+    assert code == 0 and summary_of(output)["already acknowledged"] == line
+    assert collector.count() == len(distinct_ids(collector)) == total

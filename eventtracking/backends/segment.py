@@ -318,8 +318,23 @@ class SegmentBackend:
         return self._sender.close(timeout)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: accepted, delivered, retries, batches, trimmed, skipped and dropped by
-        reason, and (owned mode) in_flight / buffered_bytes: accepted but not yet answered."""
+        """What the backend did, as plain data (a copy; never the write key):
+
+        - ``accepted``, ``delivered``, ``retries``, ``batches`` (requests made), ``trimmed``,
+          ``deferred`` (parts a spool kept for later): counts;
+        - ``skipped`` and ``dropped``: ``{reason: count}`` (``{"gave_up": 3}``);
+        - ``reasons``: ``{reason: detail}``, the latest detail of each failure reason counted in
+          ``dropped``: ``{"gave_up": "network error: connection refused (http://127.0.0.1:9)"}``,
+          ``{"refused": "HTTP 401: wrong write key"}`` (a network error names its error and host;
+          an HTTP answer its status and the server's reason, at most 200 characters);
+        - ``last_error``: the detail of the latest unsuccessful answer, also one still being
+          retried (None before any): what a timed-out ``flush`` is waiting out;
+        - owned mode: ``in_flight`` / ``buffered_bytes`` (accepted, not yet answered), and with a
+          spool ``spool`` (spooled, acknowledged, pending, disk bytes...).
+
+        ``on_error(reason, messages)`` gets the same detail: ``reason`` is a ``str`` with a
+        ``detail`` attribute (``reason == "refused"``, ``reason.detail == "HTTP 401: ..."``).
+        """
         result = self._counters.snapshot()
         if self._sender is not None:
             result["accepted"] = self._buffer.accepted

@@ -8,6 +8,7 @@
 * :mod:`~eventtracking.cli.args`: the argument helpers they share.
 
 Each command module is a plug-in with ``add_parser(subparsers)`` and ``run(args) -> int``.
+``eventtracking`` alone prints the help (exit status 0); ``eventtracking --version`` the version.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import sys
 from typing import Any, Optional, Sequence
 
+from eventtracking import __version__
 from eventtracking.cli import collect, deadletters, received, replay, spool
 
 COMMANDS = (collect, received, replay, deadletters, spool)
@@ -26,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventtracking", description="Event tracking tools: a local Segment collector and friends."
     )
+    parser.add_argument("--version", action="version", version=f"eventtracking {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
     for plugin in COMMANDS:
         _add_plugin(subparsers, plugin)
     return parser
@@ -45,7 +47,11 @@ def _add_plugin(subparsers: Any, plugin: Any) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # run bare: say what there is rather than complain
+        parser.print_help()
+        return 0
     return args.run(args)
 
 

@@ -1,11 +1,24 @@
-"""Argument helpers shared by the ``eventtracking`` commands: value types and signal handling."""
+"""What the ``eventtracking`` commands share: value types, the options they have in common (the
+same name, metavar and help wherever they appear), the write key's environment variable, and
+signal handling.
+
+The write key is read from :data:`WRITE_KEY_ENV` (``SEGMENT_WRITE_KEY``) by every command that
+takes one, so that it stays out of the process list (``ps``); :data:`WRITE_KEY_ENV_ALIASES` are
+accepted too, for older setups.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+from eventtracking.backends.segment import DEFAULT_HOST
+
+WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
+WRITE_KEY_ENV_ALIASES = ("EVENTTRACKING_WRITE_KEY", "EVENTTRACKING_COLLECTOR_WRITE_KEY")
 
 
 def positive_int(text: str) -> int:
@@ -22,6 +35,48 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
+
+
+def add_write_key(parser: argparse.ArgumentParser, purpose: str = "the Segment write key") -> None:
+    """``--write-key KEY``, defaulting to ``$SEGMENT_WRITE_KEY`` (read by :func:`write_key`)."""
+    parser.add_argument(
+        "--write-key", default=None, metavar="KEY", help=f"{purpose} (default: ${WRITE_KEY_ENV})"
+    )
+
+
+def write_key(given: Optional[str]) -> Optional[str]:
+    """The write key: ``given``, else ``$SEGMENT_WRITE_KEY``, else an alias; None when none is set."""
+    if given:
+        return given
+    for name in (WRITE_KEY_ENV, *WRITE_KEY_ENV_ALIASES):
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def add_destination_host(parser: argparse.ArgumentParser) -> None:
+    """``--host URL``: where Segment's API is (default: Segment's own)."""
+    parser.add_argument(
+        "--host",
+        default=None,
+        metavar="URL",
+        help=f"the Segment API's base URL (default: {DEFAULT_HOST}; a collector's URL to try it out)",
+    )
+
+
+def add_db(parser: argparse.ArgumentParser, help: str, required: bool = False, default: Any = None) -> None:
+    """``--db FILE``: a collector's SQLite file."""
+    parser.add_argument("--db", default=default, required=required, metavar="FILE", help=help)
+
+
+def add_spool(parser: argparse.ArgumentParser, help: str, required: bool = False) -> None:
+    """``--spool DIR``: a backend's spool directory (its ``spool_dir``)."""
+    parser.add_argument("--spool", default=None, required=required, metavar="DIR", help=help)
+
+
+def add_json(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: print JSON lines instead of a table."""
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON lines instead of a table")
 
 
 def on_signals(signums: Sequence[int], handler: Callable[[int, Any], None]) -> Callable[[], None]:

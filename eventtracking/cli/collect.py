@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sqlite3
 import sys
 import threading
 from typing import Any
 
-from eventtracking.cli.args import on_signals
+from eventtracking.cli.args import add_db, add_write_key, on_signals, write_key
 from eventtracking.collector import Collector
-
-# Lets a write key stay out of the process list (``ps``) when the collector should demand one.
-WRITE_KEY_ENV = "EVENTTRACKING_COLLECTOR_WRITE_KEY"
+from eventtracking.wording import plural
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,14 +27,14 @@ def add_parser(subparsers: Any) -> None:
         description="Serve Segment's HTTP Tracking API and store what arrives in SQLite. "
         "Prints 'listening on URL' first; stops cleanly on SIGINT/SIGTERM.",
     )
-    collect.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    collect.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
-    collect.add_argument("--db", default=None, help="SQLite file to store messages in (default: in memory)")
     collect.add_argument(
-        "--write-key",
-        default=os.environ.get(WRITE_KEY_ENV) or None,
-        help=f"only accept requests with this write key (default: ${WRITE_KEY_ENV}, else any key)",
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind (default: 127.0.0.1)"
     )
+    collect.add_argument(
+        "--port", type=int, default=0, metavar="PORT", help="port to bind; 0 picks a free one (default)"
+    )
+    add_db(collect, "the collector's SQLite file, to store messages in (default: in memory)")
+    add_write_key(collect, "accept only requests with this write key; none given: any key")
     collect.add_argument(
         "-v", "--verbose", action="count", default=0, help="log refusals, faults (-v) and requests (-vv)"
     )
@@ -46,17 +43,13 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 if the address cannot be bound."""
-    if args.verbose:
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
     stop_requested = threading.Event()
     restore = on_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop_requested.set())
     try:
         try:
-            collector = Collector(db_path=args.db, host=args.host, port=args.port, write_key=args.write_key)
+            collector = Collector(
+                db_path=args.db, host=args.host, port=args.port, write_key=write_key(args.write_key)
+            )
         except sqlite3.Error as exc:
             print(f"eventtracking collect: cannot open the database {args.db}: {exc}", file=sys.stderr)
             return 1
@@ -68,13 +61,19 @@ def run(args: argparse.Namespace) -> int:
             return 1
         try:
             print(f"listening on {collector.url}", flush=True)
+            if args.verbose:  # from here on: the line above is the one that says where it listens
+                logging.basicConfig(
+                    level=logging.DEBUG if args.verbose > 1 else logging.INFO,
+                    stream=sys.stderr,
+                    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                )
             # A timeout keeps the wait responsive to signals on every platform.
             while not stop_requested.wait(0.5):
                 pass
         finally:
             stored = collector.count()
             collector.close()
-        print(f"eventtracking collect: stopped, {stored} messages stored", file=sys.stderr)
+        print(f"eventtracking collect: stopped, {plural(stored, 'message')} stored", file=sys.stderr)
         return 0
     finally:
         restore()

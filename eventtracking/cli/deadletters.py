@@ -2,11 +2,12 @@
 
 * ``deadletters list --spool DIR [--json]``: one line per dead letter (time, reason, event,
   messageId) and a count, or with ``--json`` the file's lines as they are.
-* ``deadletters resend --spool DIR --write-key KEY --host URL [--timeout S]``: post them again
+* ``deadletters resend --spool DIR [--write-key KEY] [--host URL] [--timeout S]``: post them again
   through the backend's sender (batches, retries, splitting to isolate a bad message), with their
-  original messageIds. What is delivered leaves the file; what is refused again stays, with the
-  new reason and time; what could not be sent within the timeout (server down) stays as it was,
-  and so do lines that cannot be read. Exit status 0 when the file ends up empty, else 1.
+  original messageIds, with the write key of ``--write-key`` or ``$SEGMENT_WRITE_KEY``, to
+  ``--host`` (default: Segment's API). What is delivered leaves the file; what is refused again
+  stays, with the new reason and time; what could not be sent within the timeout (server down)
+  stays as it was, and so do lines that cannot be read. Exit status 0 when the file ends up empty, else 1.
 
 The spool's dead-letter lock is held only to read the file and, after sending, to rewrite it:
 a backend running on the same spool appends new dead letters meanwhile (it waits for that lock
@@ -25,13 +26,26 @@ from typing import Any, Optional
 
 import orjson
 
+from eventtracking.cli.args import (
+    DEFAULT_HOST,
+    WRITE_KEY_ENV,
+    add_destination_host,
+    add_json,
+    add_spool,
+    add_write_key,
+    positive_float,
+    write_key,
+)
+from eventtracking.cli.output import cell, table
 from eventtracking.segment.buffer import MemoryBuffer
 from eventtracking.segment.sender import Sender
 from eventtracking.segment.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
 from eventtracking.segment.stats import Counters
 from eventtracking.segment.transport import HttpTransport
+from eventtracking.wording import plural
 
-WRITE_KEY_ENV = "EVENTTRACKING_WRITE_KEY"  # keeps the key out of the process list
+SPOOL_HELP = "the spool directory (the backend's spool_dir)"
+REASON_WIDTH = 40  # the REASON column: the status and the start of the server's reason
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,32 +56,39 @@ def add_parser(subparsers: Any) -> None:
         description="Messages the server finally refused are kept in DIR/deadletters.jsonl of a spool.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
     listing = actions.add_parser("list", help="show the dead letters of a spool")
-    listing.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
-    listing.add_argument("--json", action="store_true", help="print the file's JSON lines as they are")
+    add_spool(listing, SPOOL_HELP, required=True)
+    add_json(listing, "the dead letters (the file's lines as they are)")
     resend = actions.add_parser("resend", help="post the dead letters again; keep what is refused again")
-    resend.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    add_spool(resend, SPOOL_HELP, required=True)
+    add_write_key(resend)
+    add_destination_host(resend)
     resend.add_argument(
-        "--write-key",
-        default=os.environ.get(WRITE_KEY_ENV),
-        required=WRITE_KEY_ENV not in os.environ,
-        help=f"the Segment write key (default: ${WRITE_KEY_ENV})",
+        "--timeout", type=positive_float, default=60.0, metavar="S", help="how long to try (default: 60)"
     )
-    resend.add_argument("--host", required=True, help="the API's base URL, e.g. https://api.segment.io")
-    resend.add_argument("--timeout", type=float, default=60.0, help="seconds to try for (default: 60)")
+    parser.set_defaults(action=None, format_help=parser.format_help)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``deadletters list`` or ``deadletters resend``; return the exit status."""
+    if args.action is None:  # `eventtracking deadletters` alone: say what it takes
+        sys.stdout.write(args.format_help())
+        return 0
     if not os.path.isdir(args.spool):
         print(f"eventtracking deadletters: no spool directory {args.spool}", file=sys.stderr)
         return 1
+    key = write_key(getattr(args, "write_key", None))  # only resend/drain take one
+    if args.action == "resend" and not key:
+        print(
+            f"eventtracking deadletters resend: no write key: give --write-key KEY or set ${WRITE_KEY_ENV}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.action == "list":
             return list_dead_letters(args.spool, as_json=args.json)
-        return resend_dead_letters(args.spool, args.write_key, args.host, args.timeout)
+        return resend_dead_letters(args.spool, key or "", args.host or DEFAULT_HOST, args.timeout)
     except OSError as error:  # e.g. ELOOP: a symbolic link where the file should be
         print(f"eventtracking deadletters: {error}", file=sys.stderr)
         return 1
@@ -109,18 +130,23 @@ def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
     if as_json:
         sys.stdout.write("".join(line.decode(errors="replace") + "\n" for line, _ in entries))
         return 0
-    rows = [("TIME", "REASON", "EVENT", "MESSAGE ID")]
+    rows = []
     for line, entry in entries:
         if entry is None:
-            rows.append(("-", "(unreadable line)", line[:40].decode(errors="replace"), "-"))
+            rows.append(["-", "(unreadable line)", cell(line[:40].decode(errors="replace")), "-"])
         else:
             message = entry["message"]
-            cells = (entry.get("time"), entry.get("reason"), message.get("event"), message.get("messageId"))
-            rows.append(tuple("-" if cell is None else str(cell) for cell in cells))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    for row in rows if entries else ():
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"{len(entries)} dead letter{'' if len(entries) == 1 else 's'} in {directory}")
+            rows.append(
+                [
+                    cell(entry.get("time")),
+                    cell(entry.get("reason"), REASON_WIDTH),
+                    cell(message.get("event")),
+                    cell(message.get("messageId")),
+                ]
+            )
+    if rows:
+        sys.stdout.write(table(("TIME", "REASON", "EVENT", "MESSAGE ID"), rows))
+    print(f"{plural(len(entries), 'dead letter')} in {directory} (the whole reason: --json)")
     return 0
 
 
@@ -187,8 +213,8 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
             kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
     refused = sum(1 for _, entry, data in messages if entry is not None and id(data) in outcomes.refused)
     summary = (
-        f"resent {len(messages)} dead letters: delivered {len(delivered)}, refused again {refused}, "
-        f"kept {len(kept_lines) - refused} (unreadable or not sent in time)"
+        f"resent {plural(len(messages), 'dead letter')}: delivered {len(delivered):,}, "
+        f"refused again {refused:,}, kept {len(kept_lines) - refused:,} (unreadable or not sent in time)"
     )
     try:
         with dead_letter_lock(directory):
@@ -208,7 +234,7 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
         print(f"eventtracking deadletters: cannot rewrite {path}: {error}; left as it was", file=sys.stderr)
         return 1
     if appended:
-        summary += f"; {len(appended)} new dead letters arrived meanwhile (not resent)"
+        summary += f"; {plural(len(appended), 'new dead letter')} arrived meanwhile (not resent)"
     print(summary)
     return 0 if not kept_lines and not appended else 1
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, List, Sequence
+from typing import Any, Sequence
 
 import orjson
 
-from eventtracking.cli.args import positive_int
+from eventtracking.cli.args import add_db, add_json, positive_int
+from eventtracking.cli.output import cell, table
 from eventtracking.collector import MessageStore
+from eventtracking.wording import plural
 
 TABLE_COLUMNS = ("SEQ", "EVENT", "USER", "PAGE URL", "TIMESTAMP")
-_MAX_CELL = 60
 
 
 def add_parser(subparsers: Any) -> None:
@@ -22,10 +23,10 @@ def add_parser(subparsers: Any) -> None:
         help="list the messages a collector stored",
         description="Read a collector database and list its messages in arrival order.",
     )
-    received.add_argument("--db", required=True, help="the collector's SQLite file")
-    received.add_argument("--event", default=None, help="only messages with this event name")
-    received.add_argument("--limit", type=positive_int, default=None, help="at most this many messages")
-    received.add_argument("--json", action="store_true", help="print each message as one line of JSON")
+    add_db(received, "the collector's SQLite file", required=True)
+    received.add_argument("--event", default=None, metavar="NAME", help="only messages with this event name")
+    received.add_argument("--limit", type=positive_int, default=None, metavar="N", help="at most N messages")
+    add_json(received, "each message")
     received.set_defaults(run=run)
 
 
@@ -62,13 +63,8 @@ def format_table(messages: Sequence[tuple]) -> str:
     """
     if not messages:
         return "no messages\n"
-    table: List[List[str]] = [list(TABLE_COLUMNS)]
-    for seq, message in messages:
-        table.append([_cell(value) for value in (seq, *_summary(message))])
-    widths = [max(len(row[column]) for row in table) for column in range(len(TABLE_COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
-    lines.append(f"{len(messages)} message{'s' if len(messages) != 1 else ''}")
-    return "\n".join(lines) + "\n"
+    rows = [[cell(value) for value in (seq, *_summary(message))] for seq, message in messages]
+    return table(TABLE_COLUMNS, rows) + plural(len(messages), "message") + "\n"
 
 
 def _summary(message: dict) -> tuple:
@@ -85,11 +81,3 @@ def _summary(message: dict) -> tuple:
     if url is None and message.get("type") == "page" and isinstance(properties, dict):
         url = properties.get("url")
     return event, user, url, message.get("timestamp")
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    text = " ".join(text.split())  # one line per message, whatever the value holds
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 3] + "..."

@@ -13,16 +13,27 @@ import argparse
 import datetime
 import os
 import re
+import signal
 import sys
-from typing import Any, Dict, Optional, Pattern, TextIO
+from typing import Any, Callable, Dict, Optional, Pattern, TextIO
 
-from eventtracking.cli.args import positive_float, positive_int
+from eventtracking.cli.args import (
+    WRITE_KEY_ENV,
+    add_db,
+    add_destination_host,
+    add_spool,
+    add_write_key,
+    on_signals,
+    positive_float,
+    positive_int,
+)
+from eventtracking.cli.args import write_key as resolve_write_key
 from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, key_fingerprint
 from eventtracking.replay.lines import SourceError, find_sources
 from eventtracking.replay.loop import DEFAULT_CHECKPOINT_EVERY, DryRun, FailureLog, Replay
 from eventtracking.segment.mapping import MappingOptions, event_time
+from eventtracking.wording import plural
 
-WRITE_KEY_ENV = "SEGMENT_WRITE_KEY"
 DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
 # Sent as the write key to a --host that was given without one (a collector that takes any).
 PLACEHOLDER_WRITE_KEY = "eventtracking-replay"
@@ -41,21 +52,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Send the events of tracking logs (LoggerBackend or Open edX legacy JSON lines, "
         "plain or gzip) to Segment in the shape the live SegmentBackend sends. MessageIds are "
         "derived from each line and its line number, so running again adds no duplicates.",
-        epilog="Without --write-key/$SEGMENT_WRITE_KEY and --host, give --local to try it against a "
-        "collector on this machine. Put --local after the PATHs (or write --local=DB).",
+        epilog=f"Without a write key (--write-key or ${WRITE_KEY_ENV}) and --host, give --local to try "
+        "it against a collector on this machine. "
+        "Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were "
+        "unreadable or deliveries failed; 2 on usage errors; 130 when interrupted.",
     )
     add = parser.add_argument
     add("paths", nargs="+", metavar="PATH", help="log file (plain or gzip), directory, or - for stdin")
-    add("--write-key", default=None, metavar="KEY", help=f"Segment write key (default: ${WRITE_KEY_ENV})")
-    add("--host", default=None, metavar="URL", help="Segment API URL (default: https://api.segment.io)")
+    add_write_key(parser)
+    add_destination_host(parser)
     add(
         "--local",
-        nargs="?",
-        const=DEFAULT_LOCAL_DB,
-        default=None,
-        metavar="DB",
-        help=f"send to a collector started here, storing into SQLite DB (default: ./{DEFAULT_LOCAL_DB})",
+        action="store_true",
+        help="send to a collector started here for the run (no account needed); it stores into --db",
     )
+    add_db(parser, f"the collector's SQLite file, with --local (default: ./{DEFAULT_LOCAL_DB})")
     add("--dry-run", action="store_true", help="read, map and count; send nothing")
     add("--since", type=_iso_time, default=None, metavar="TIME", help="only events at or after this ISO time")
     add("--until", type=_iso_time, default=None, metavar="TIME", help="only events before this ISO time")
@@ -68,11 +79,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--checkpoint-every", type=positive_int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
         help=f"lines between two checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
     )
-    add("--spool", default=None, metavar="DIR", help="let the backend keep events on disk here")
+    add_spool(parser, "the spool directory: let the backend keep events on disk there until delivered")
     add("--rate", type=positive_float, default=None, metavar="N", help="send at most N events/s")
     add(
         "--anonymous-id-field", default=None, metavar="PATH",
         help="send events without a user id under the anonymousId at this dotted path (context.session)",
+    )
+    add(
+        "--retry-timeout", type=positive_float, default=None, metavar="S",
+        help="give up on a batch the destination does not take after S seconds of retries (default: 60)",
     )
     parser.set_defaults(run=run)
     return parser
@@ -103,17 +118,19 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
-    write_key = args.write_key or os.environ.get(WRITE_KEY_ENV) or None
-    if args.local is not None and (write_key or args.host):
+    if args.db is not None and not args.local:
+        raise UsageError("--db names the local collector's file: it goes with --local")
+    if args.local and (args.write_key or args.host):
         raise UsageError("--local sends to a collector on this machine: it takes no --write-key or --host")
-    if not (write_key or args.host or args.local is not None or args.dry_run):
+    write_key = None if args.local else resolve_write_key(args.write_key)  # the env var: not for --local
+    if not (write_key or args.host or args.local or args.dry_run):
         raise UsageError(
             f"no destination: give --write-key KEY (or set ${WRITE_KEY_ENV}) and/or --host URL, "
             "or --local to try it against a collector on this machine (no account needed)"
         )
     if args.since and args.until and args.since >= args.until:
         raise UsageError("--since must be before --until")
-    local_db = os.path.abspath(args.local) if args.local is not None else None
+    local_db = os.path.abspath(args.db or DEFAULT_LOCAL_DB) if args.local else None
     if local_db is not None:
         _check_local_db(local_db)
     excluded = [path for path in (args.checkpoint, local_db) if path]
@@ -158,20 +175,43 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         checkpoint_every=args.checkpoint_every,
         failures=failures,
     )
+    restore = on_signals((signal.SIGINT, signal.SIGTERM), _stopping(replay))
     try:
         summary = replay.run(sources, progress=sys.stderr.isatty())
     finally:
+        restore()
         if collector is not None:
-            stored = collector.count()
+            stored, unique = collector.count(), collector.store.unique_count()
             collector.close()
     out.write(summary.format())
     if collector is not None:
-        out.write(
-            f"\nthe local collector holds {stored:,} messages in {local_db}\n"
-            f"  list them:  eventtracking received --db {local_db}\n"
-        )
+        out.write(f"\nthe local collector holds {plural(unique, 'unique message')} in {local_db}\n")
+        if stored > unique:  # sent again by a rerun: Segment, deduplicating on messageId, keeps one
+            again = plural(stored - unique, "duplicate")
+            out.write(f"  plus {again} (a messageId it had already: Segment keeps one)\n")
+        out.write(f"  list them:  eventtracking received --db {local_db}\n")
     out.flush()
     return summary.exit_status()
+
+
+def _stopping(replay: Replay) -> Callable[[int, Any], None]:
+    """The SIGINT/SIGTERM handler: the first asks the replay to stop cleanly (deliver what was
+    handed over, save the checkpoint), the next stops at once (no checkpoint)."""
+    signals = []
+
+    def handler(signum: int, frame: Any) -> None:
+        signals.append(signum)
+        if len(signals) > 1:
+            raise KeyboardInterrupt
+        print(
+            "\neventtracking replay: stopping: waiting for the answers to what was sent, then saving the "
+            "checkpoint (interrupt again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        replay.stop()
+
+    return handler
 
 
 def _selection(args: argparse.Namespace, write_key: Optional[str], local_db: Optional[str]) -> Dict[str, Any]:
@@ -196,18 +236,17 @@ def _selection(args: argparse.Namespace, write_key: Optional[str], local_db: Opt
 
 
 def _check_local_db(path: str) -> None:
-    """Refuse a --local DB that is some other file: `--local tracking.log` would clobber a log."""
+    """Refuse a --db that is some other file: `--local --db tracking.log` would clobber a log."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(len(_SQLITE_HEADER))
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise UsageError(f"--local {path}: {exc}") from None
+        raise UsageError(f"--db {path}: {exc}") from None
     if head and head != _SQLITE_HEADER:
         raise UsageError(
-            f"--local {path}: not a SQLite database (a log to replay? put --local after the PATHs, "
-            "or write --local=DB)"
+            f"--db {path}: not a SQLite database (a log to replay? --db names the local collector's file)"
         )
 
 
@@ -219,7 +258,7 @@ def _start_local_collector(path: str) -> Any:
     try:
         return Collector(db_path=path).start()
     except (OSError, sqlite3.Error) as exc:
-        raise UsageError(f"--local {path}: cannot start the local collector: {exc}") from None
+        raise UsageError(f"--db {path}: cannot start the local collector: {exc}") from None
 
 
 def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace, on_error: Any = None) -> Any:
@@ -230,6 +269,8 @@ def _make_backend(write_key: str, host: Optional[str], args: argparse.Namespace,
         options["anonymous_id_field"] = args.anonymous_id_field
     if args.spool:
         options["spool_dir"] = args.spool
+    if args.retry_timeout:
+        options["retry_timeout"] = args.retry_timeout
     try:
         return SegmentBackend(write_key=write_key, host=host, on_error=on_error, **options)
     except Exception as exc:  # the backend's own words say what is wrong with the option

@@ -3,14 +3,15 @@
 * ``spool status --spool DIR [--json]``: one line per part (name, owner's pid, ``live`` when its
   owner holds it, ``left`` when the owner is gone, records pending, bytes on disk). It takes
   nothing over.
-* ``spool drain --spool DIR --write-key KEY --host URL [--timeout S]``: adopt every part whose
+* ``spool drain --spool DIR [--write-key KEY] [--host URL] [--timeout S]``: adopt every part whose
   owner is gone (killed, crashed, or the whole site stopped) and deliver it through the backend's
   sender (batches, retries, splitting; finally refused messages go to the dead letters), then
   remove what was delivered. Parts whose owner is alive are left to it, and named. What could not
   be sent within the timeout (server down) stays on disk, for a later drain or a live process.
   Exit status 0 when nothing is left to deliver but live processes' parts, else 1.
 
-The write key may come from ``$EVENTTRACKING_WRITE_KEY`` instead (out of the process list).
+The write key may come from ``$SEGMENT_WRITE_KEY`` instead (out of the process list); ``--host``
+defaults to Segment's API.
 """
 
 from __future__ import annotations
@@ -23,7 +24,17 @@ from typing import Any, cast
 
 import orjson
 
-from eventtracking.cli.deadletters import WRITE_KEY_ENV
+from eventtracking.cli.args import (
+    DEFAULT_HOST,
+    WRITE_KEY_ENV,
+    add_destination_host,
+    add_json,
+    add_spool,
+    add_write_key,
+    positive_float,
+    write_key,
+)
+from eventtracking.cli.deadletters import SPOOL_HELP
 from eventtracking.segment.sender import Sender
 from eventtracking.segment.spool import Spool, survey
 from eventtracking.segment.stats import Counters
@@ -38,32 +49,38 @@ def add_parser(subparsers: Any) -> None:
         description="A spool directory (the backend's spool_dir) holds one part per process.",
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
     status = actions.add_parser("status", help="what each part of a spool directory holds")
-    status.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
-    status.add_argument("--json", action="store_true", help="one JSON object per part")
+    add_spool(status, SPOOL_HELP, required=True)
+    add_json(status, "one object per part")
     drain = actions.add_parser("drain", help="deliver what processes that are gone left in a spool directory")
-    drain.add_argument("--spool", required=True, help="the spool directory (the backend's spool_dir)")
+    add_spool(drain, SPOOL_HELP, required=True)
+    add_write_key(drain)
+    add_destination_host(drain)
     drain.add_argument(
-        "--write-key",
-        default=os.environ.get(WRITE_KEY_ENV),
-        required=WRITE_KEY_ENV not in os.environ,
-        help=f"the Segment write key (default: ${WRITE_KEY_ENV})",
+        "--timeout", type=positive_float, default=60.0, metavar="S", help="how long to try (default: 60)"
     )
-    drain.add_argument("--host", required=True, help="the API's base URL, e.g. https://api.segment.io")
-    drain.add_argument("--timeout", type=float, default=60.0, help="seconds to try for (default: 60)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, action=None, format_help=parser.format_help)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``spool status`` or ``spool drain``; return the exit status."""
+    if args.action is None:  # `eventtracking spool` alone: say what it takes
+        sys.stdout.write(args.format_help())
+        return 0
+    key = write_key(getattr(args, "write_key", None))  # only resend/drain take one
+    if args.action == "drain" and not key:
+        print(
+            f"eventtracking spool drain: no write key: give --write-key KEY or set ${WRITE_KEY_ENV}",
+            file=sys.stderr,
+        )
+        return 2
     if not os.path.isdir(args.spool):
         print(f"eventtracking spool: no spool directory {args.spool}", file=sys.stderr)
         return 1
     try:
         if args.action == "status":
             return show_status(args.spool, as_json=args.json)
-        return drain_spool(args.spool, args.write_key, args.host, args.timeout)
+        return drain_spool(args.spool, key or "", args.host or DEFAULT_HOST, args.timeout)
     except OSError as error:
         print(f"eventtracking spool: {error}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ any ``writeKey`` (a secret, never stored).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from typing import Any, List, Optional, Sequence, Tuple
@@ -86,10 +87,14 @@ class MessageStore:
         if readonly:
             if self.path == ":memory:":
                 raise ValueError("a read-only store needs a database file")
-            uri = f"file:{_uri_path(self.path)}?mode=ro"
+            # Read-write but query-only where we may write: the last connection to a WAL database
+            # to close removes its -wal and -shm files, which a mode=ro connection leaves behind.
+            writable = os.access(self.path, os.W_OK) and os.access(os.path.dirname(self.path) or ".", os.W_OK)
+            uri = f"file:{_uri_path(self.path)}?mode={'rw' if writable else 'ro'}"
             reader: Optional[sqlite3.Connection] = None
             try:
                 reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                reader.execute("PRAGMA query_only = ON")
                 reader.execute("SELECT 1 FROM messages LIMIT 1")
             except sqlite3.DatabaseError as exc:  # missing file, not SQLite, or no messages table
                 if reader is not None:
@@ -163,6 +168,11 @@ class MessageStore:
     ) -> List[dict]:
         """Decoded stored messages, arrival order (same filters as :meth:`rows`)."""
         return [orjson.loads(body) for _, _, body in self.rows(after, limit, event)]
+
+    def unique_count(self) -> int:
+        """Number of distinct ``messageId`` values stored (a message sent twice counts once)."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(DISTINCT message_id) FROM messages").fetchone()[0]
 
     def message_ids(self) -> List[Optional[str]]:
         """``messageId`` of every stored message in arrival order, duplicates included."""

@@ -39,6 +39,7 @@ Contract:
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 import time
 import zlib
@@ -52,6 +53,7 @@ from eventtracking.replay.events import message_id, to_live_event
 from eventtracking.replay.lines import OVERLONG_LINE, LineReader, Source, may_grow, open_source
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, event_time, to_track_message
+from eventtracking.wording import plural
 
 BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the reader waits
 # While replaying, the reader thread is CPU-bound and the sender thread I/O-bound: with the
@@ -59,7 +61,7 @@ BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the re
 # batches go out at half speed. Set for the duration of the run only.
 SWITCH_INTERVAL = 0.0001
 DEFAULT_CHECKPOINT_EVERY = 20_000
-DRAIN_WAIT = 2.0  # seconds between two looks at the failure counters while waiting for delivery
+DRAIN_POLL = 0.1  # at most this many seconds between two looks at the counters while waiting for delivery
 UNREADABLE_SHOWN = 10
 FAILED_SHOWN = 10
 # Drops that mean "the destination is not taking anything now": stop reading, resume later.
@@ -72,6 +74,10 @@ _NAME_CACHE_LIMIT = 100_000
 
 class StopReplay(Exception):
     """The run cannot usefully go on (the destination refuses to take anything)."""
+
+
+class _StopRequested(Exception):
+    """:meth:`Replay.stop` was called: stop reading at a line boundary, deliver, checkpoint."""
 
 
 
@@ -138,9 +144,12 @@ class Summary:
     sent: int = 0  # delivered (acknowledged by the destination); a dry run: would be sent
     skipped: Dict[str, int] = field(default_factory=dict)
     failed: Dict[str, int] = field(default_factory=dict)
+    failed_details: Dict[str, str] = field(default_factory=dict)  # reason -> what the server/network said
     failed_shown: List[str] = field(default_factory=list)
     stopped: Optional[str] = None
     interrupted: bool = False
+    checkpoint: bool = False  # the run had --checkpoint: it says what it skipped and what it saved
+    checkpoint_frozen: bool = False  # a delivery failed: the checkpoint stayed before it
     elapsed: float = 0.0
 
     def add_unreadable(self, where: str, reason: str) -> None:
@@ -157,6 +166,27 @@ class Summary:
             return 130
         return 1 if self.unreadable or self.failed_total or self.stopped else 0
 
+    def exit_meaning(self) -> str:
+        """What the exit status says, in words (the summary's last line)."""
+        status = self.exit_status()
+        if status == 130:
+            resume = (
+                "rerun with the same --checkpoint to resume after what was acknowledged"
+                if self.checkpoint
+                else "rerun to send again (with --checkpoint, a rerun resumes instead)"
+            )
+            return f"exit status 130: interrupted; {resume}"
+        if status == 0:
+            return "exit status 0: every readable event was delivered or skipped by rule"
+        causes = []
+        if self.unreadable:
+            causes.append(f"{plural(self.unreadable, 'line')} unreadable (listed above)")
+        if self.failed_total:
+            causes.append(f"{plural(self.failed_total, 'delivery', 'deliveries')} failed (reasons above)")
+        if self.stopped:
+            causes.append("stopped early (see above)")
+        return "exit status 1: " + "; ".join(causes)
+
     def format(self) -> str:
         skipped = dict(self.skipped)
         if self.filtered:
@@ -165,9 +195,10 @@ class Summary:
         title = "replay summary (dry run: nothing sent)" if self.dry_run else "replay summary"
         if self.interrupted:
             title += " (interrupted)"
-        rows = [
-            ("lines read", f"{self.lines:,} in {self.inputs:,} input{'s' if self.inputs != 1 else ''}"),
-            ("already acknowledged", f"{self.acknowledged:,} lines (checkpoint)"),
+        rows = [("lines read", f"{self.lines:,} in {plural(self.inputs, 'input')}")]
+        if self.checkpoint:
+            rows.append(("already acknowledged", f"{self.acknowledged:,} lines (checkpoint: not sent again)"))
+        rows += [
             ("events would be sent" if self.dry_run else "events sent", f"{self.sent:,}"),
             ("skipped", f"{sum(skipped.values()):,}{_reasons(skipped)}"),
             ("unreadable lines", f"{self.unreadable:,}"),
@@ -180,20 +211,44 @@ class Summary:
             count = f"{len(self.partial):,} (no newline yet: not checkpointed)"
             lines.append(f"  {'partial last lines':<21} {count}")
             lines += [f"      {where}" for where in self.partial]
-        lines.append(f"  {'failed deliveries':<21} {self.failed_total:,}{_reasons(self.failed)}")
+        failed = _reasons(self.failed, self.failed_details)
+        lines.append(f"  {'failed deliveries':<21} {self.failed_total:,}{failed}")
         lines += [f"      {what}" for what in self.failed_shown]
         if self.failed_total > len(self.failed_shown) and self.failed_shown:
             lines.append(f"      ... and {self.failed_total - len(self.failed_shown):,} more")
         lines.append(f"  {'elapsed':<21} {self.elapsed:.1f} s ({rate:,.0f} lines/s)")
+        if self.checkpoint_frozen:
+            lines.append("the checkpoint stays before the first failed delivery: a rerun retries from there")
         if self.stopped:
             lines.append(f"stopped early: {self.stopped}")
+        lines.append(self.exit_meaning())
         return "\n".join(lines) + "\n"
 
 
-def _reasons(counts: Dict[str, int]) -> str:
+def _reasons(counts: Dict[str, int], details: Optional[Dict[str, str]] = None) -> str:
+    """``: refused 2 (HTTP 400: ...), gave_up 5 (connection refused: host)``; "" for no counts."""
     if not counts:
         return ""
-    return ": " + ", ".join(f"{reason} {count:,}" for reason, count in sorted(counts.items()))
+    details = details or {}
+    return ": " + ", ".join(
+        f"{reason} {count:,}" + (f" ({details[reason]})" if details.get(reason) else "")
+        for reason, count in sorted(counts.items())
+    )
+
+
+def failure_details(stats: Dict[str, Any]) -> Dict[str, str]:
+    """The reason -> detail mapping of a backend's ``stats()`` (the HTTP status and the server's
+    reason, or the network error and host), as text; {} when the backend gives none."""
+    details = stats.get("reasons") or {}
+    result: Dict[str, str] = {}
+    for reason, detail in details.items() if isinstance(details, dict) else ():
+        if isinstance(detail, dict):  # several details for one reason: the most frequent first
+            detail = "; ".join(str(text) for text, _ in sorted(detail.items(), key=lambda item: -item[1]))
+        elif isinstance(detail, (list, tuple)):
+            detail = "; ".join(str(text) for text in detail)
+        if detail:
+            result[str(reason)] = str(detail)
+    return result
 
 
 class Replay:
@@ -229,39 +284,49 @@ class Replay:
         self._frozen = False  # a delivery failed: the checkpoint must not pass it
         self._handed = 0  # events given to the sink (for --rate)
         self._started = 0.0
-        self._bar: Any = None
+        self._progress: Optional[Progress] = None
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Ask the run to stop reading (safe from a signal handler): it stops at a line boundary,
+        waits for the answers to what it handed over, saves the checkpoint and returns a summary
+        marked interrupted (exit status 130). Nothing acknowledged is then sent again by a resume."""
+        self._stop_requested = True
 
     def run(self, sources: Sequence[Source], progress: bool = False) -> Summary:
         """Replay ``sources`` in order, close the sink and return the summary."""
         summary = self.summary
         summary.inputs = len(sources)
+        summary.checkpoint = self.resume_from is not None
         self._started = time.monotonic()
         if progress:
-            from tqdm import tqdm
-
-            self._bar = tqdm(unit=" lines", unit_scale=True, file=sys.stderr, mininterval=0.5)
-        clean = False
+            self._progress = Progress(sources, "would send" if summary.dry_run else "sent")
+        settled = False  # all that was handed over has been answered: the checkpoint may say so
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL)
         try:
-            for source in sources:
-                self._replay_source(source)
+            try:
+                for source in sources:
+                    self._replay_source(source)
+            except _StopRequested:
+                summary.interrupted = True  # then deliver what was handed over, and checkpoint it
             self._drain()
-            clean = True
+            settled = True
         except StopReplay as stop:
             summary.stopped = str(stop)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # not through stop(), or a second Ctrl-C while draining
             summary.interrupted = True
         finally:
             sys.setswitchinterval(switch_interval)
-            if self._bar is not None:
-                self._bar.close()
             # Drained already, or stopping (refused, Ctrl-C): never wait out every retry of a backlog.
             self.sink.close(5.0)
-            if clean:
+            if settled:
                 self._save_checkpoint()
             self._collect_stats()
             summary.elapsed = time.monotonic() - self._started
+            if self._progress is not None:
+                complete = settled and not summary.interrupted
+                self._progress.finish(summary.lines, summary.sent, complete=complete)
         return summary
 
     def _replay_source(self, source: Source) -> None:
@@ -274,6 +339,8 @@ class Replay:
         head = ""
         try:
             with open_source(source) as stream:
+                if self._progress is not None:
+                    self._progress.start(source, stream)
                 reader = LineReader(stream)
                 growing = may_grow(source, stream)
                 for lines in reader:
@@ -285,6 +352,7 @@ class Replay:
                         head = head_fingerprint(lines[0])
                         if self.resume_from is not None:
                             skip_through = self.resume_from.acknowledged(source.key, head)
+                    chunk_start = line_number
                     for line in lines:
                         line_number += 1
                         if line_number <= skip_through:
@@ -306,15 +374,25 @@ class Replay:
                             continue
                         if rate is not None:
                             self._throttle()
+                            if self._stop_requested:  # this line is not sent; those before it were
+                                line_number -= 1
+                                summary.lines += line_number - chunk_start
+                                self._positions[source.key] = (line_number, head)
+                                raise _StopRequested
                         send(event, message_id(text, line_number))
                     summary.lines += len(lines)
                     self._lines_since_checkpoint += len(lines)
                     self._positions[source.key] = (line_number, head)
                     self._between_chunks()
+                    if self._stop_requested:
+                        raise _StopRequested
         except (OSError, EOFError, zlib.error) as exc:
             # A truncated or corrupt gzip, a disk error: what was read counts, the rest is unreadable.
             summary.add_unreadable(f"{source.name}:{line_number + 1}", f"cannot read further ({exc})")
-        summary.acknowledged += min(skip_through, line_number)
+        finally:  # also when stopped: a resumed run that is interrupted again says what it skipped
+            summary.acknowledged += min(skip_through, line_number)
+            if self._progress is not None:
+                self._progress.end(source)
 
     def _partial_line(self, source: Source, line_number: int, line: bytes) -> None:
         """The last line of a file that may grow, its newline not written yet (see module doc)."""
@@ -371,11 +449,13 @@ class Replay:
         return True
 
     def _throttle(self) -> None:
+        assert self.rate is not None
         due = self._started + self._handed / self.rate
         self._handed += 1
         delay = due - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        while delay > 0 and not self._stop_requested:  # in steps: a stop is noticed within 0.1 s
+            time.sleep(min(delay, 0.1))
+            delay = due - time.monotonic()
 
     def _between_chunks(self) -> None:
         """Progress, back-pressure, failure watch and checkpoints, once per chunk of lines."""
@@ -385,12 +465,9 @@ class Replay:
             time.sleep(0.005)  # let the sender drain: memory stays flat in the input size
             stats = self.sink.stats()
             self._stop_if_refused(stats)  # a spool keeps what it gives up on: it never drains then
-        if self._bar is not None:
-            self._bar.update(self.summary.lines - self._bar.n)
-            if self.summary.dry_run:
-                self._bar.set_postfix_str(f"would send {stats['accepted']:,}", refresh=False)
-            else:
-                self._bar.set_postfix_str(f"sent {stats['delivered']:,}", refresh=False)
+        if self._progress is not None:
+            sent = stats["accepted" if self.summary.dry_run else "delivered"]
+            self._progress.update(self.summary.lines, sent)
         if self.checkpoint is not None and self._lines_since_checkpoint >= self.checkpoint_every:
             self._drain()
             self._save_checkpoint()
@@ -398,19 +475,32 @@ class Replay:
     def _drain(self) -> None:
         """Wait until everything handed to the sink was answered; stop if the destination refuses.
 
-        Not one ``flush(None)``: a spool keeps re-queuing what is refused, so that never returns.
+        Not one ``flush(None)``: a spool keeps re-queuing what is refused, so that never returns;
+        and not ``flush(timeout)`` in a loop either, which warns each time it times out. The
+        counters are looked at instead, at growing intervals (1 ms up to :data:`DRAIN_POLL`).
         """
-        while not self.sink.flush(DRAIN_WAIT):
-            self._stop_if_refused(self.sink.stats())
+        wait = 0.001
+        while True:
+            stats = self.sink.stats()
+            self._stop_if_refused(stats)
+            if not stats.get("in_flight"):
+                return
+            time.sleep(wait)
+            wait = min(wait * 2, DRAIN_POLL)
 
     @staticmethod
     def _stop_if_refused(stats: Dict[str, Any]) -> None:
-        stopping = [reason for reason in STOP_REASONS if stats["dropped"].get(reason)]
+        details = failure_details(stats)
+        stopping = [
+            f"{reason}: {details[reason]}" if details.get(reason) else reason
+            for reason in STOP_REASONS
+            if stats["dropped"].get(reason)
+        ]
         if stats.get("deferred"):
             stopping.append("deferred to the spool")  # kept on disk: the next run sends them first
         if stopping:
             raise StopReplay(
-                f"deliveries failed ({', '.join(stopping)}): the destination is not taking events; "
+                f"deliveries failed ({'; '.join(stopping)}): the destination is not taking events; "
                 "rerun later (with --checkpoint to resume where this run was acknowledged)"
             )
 
@@ -422,6 +512,7 @@ class Replay:
         unsettled = [reason for reason, n in stats["dropped"].items() if n and reason not in SETTLED_DROPS]
         if unsettled or stats.get("deferred"):
             self._frozen = True  # a rerun must retry what was not delivered: never record past it
+            self.summary.checkpoint_frozen = True
             return
         if self._positions:
             self.checkpoint.record(self._positions)
@@ -433,8 +524,69 @@ class Replay:
         summary.sent = stats["accepted"] if summary.dry_run else stats["delivered"]
         summary.skipped = dict(stats["skipped"])
         summary.failed = dict(stats["dropped"])
+        summary.failed_details = failure_details(stats)
         if self.failures is not None:
             summary.failed_shown = list(self.failures.shown)
         left = stats.get("in_flight", 0)
         if left:
             summary.failed["not_answered"] = left
+
+
+class Progress:
+    """The progress bar (tqdm, on stderr): the bytes of the inputs read against their total size
+    (compressed bytes for gzip), so it has a percentage and an ETA; a count of lines alone when
+    an input is stdin. It shows the lines read and the events sent so far; when the run ends it
+    shows the summary's own figures for both."""
+
+    def __init__(self, sources: Sequence[Source], verb: str = "sent") -> None:
+        from tqdm import tqdm
+
+        self._verb = verb
+        self._sizes = {source.key: _size(source) for source in sources}
+        self.total: Optional[int] = None
+        if None not in self._sizes.values():
+            self.total = sum(size or 0 for size in self._sizes.values())
+            bar_options: Dict[str, Any] = {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
+            self.bar = tqdm(total=self.total, file=sys.stderr, mininterval=0.5, **bar_options)
+        else:
+            self.bar = tqdm(unit=" lines", unit_scale=True, file=sys.stderr, mininterval=0.5)
+        self._done = 0  # bytes of the inputs read to the end
+        self._raw: Any = None
+
+    def start(self, source: Source, stream: Any) -> None:
+        """Follow ``stream``, the input being read (its raw file, below any gzip)."""
+        self._raw = getattr(stream, "fileobj", stream) if self.total is not None else None
+
+    def end(self, source: Source) -> None:
+        self._raw = None
+        self._done += self._sizes.get(source.key) or 0
+
+    def update(self, lines: int, sent: int) -> None:
+        position = lines
+        if self.total is not None:
+            position = self._done
+            try:
+                position += self._raw.tell() if self._raw is not None else 0
+            except (OSError, ValueError):
+                pass
+            position = min(position, self.total)
+        self.bar.update(position - self.bar.n)
+        self.bar.set_postfix_str(f"{lines:,} lines, {sent:,} {self._verb}", refresh=False)
+
+    def finish(self, lines: int, sent: int, complete: bool) -> None:
+        """Show the final figures (the summary's) and close the bar."""
+        if self.total is not None and complete:
+            self.bar.update(self.total - self.bar.n)
+        elif self.total is None:
+            self.bar.update(lines - self.bar.n)
+        self.bar.set_postfix_str(f"{lines:,} lines, {sent:,} {self._verb}", refresh=False)
+        self.bar.close()
+
+
+def _size(source: Source) -> Optional[int]:
+    if source.is_stdin:
+        return None
+    try:
+        return os.path.getsize(source.key)
+    except OSError:
+        return None
