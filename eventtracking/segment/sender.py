@@ -17,14 +17,15 @@ After a batch is kept for later, the sender pauses before it takes the next one 
 Retry-After if it gave one, else the backoff, growing with each part kept in a row up to its
 maximum), so a failing server is never hammered.
 
-``flush`` is a timed wait that reports what it left pending; after ``fork()`` the child gets
-a fresh thread, connection and locks (see ``after_fork_in_child``).
+``flush`` is a timed wait that reports what it left pending. The thread is a
+:class:`~eventtracking.background.BackgroundThread`; the sender's owner (the backend) registers
+with :mod:`eventtracking.background`, which calls ``after_fork_in_child`` in a forked child: a
+fresh thread, connection and locks, and none of the parent's messages.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -32,6 +33,7 @@ from typing import Callable, Optional
 
 import orjson
 
+from eventtracking.background import BackgroundThread
 from eventtracking.segment.buffer import MemoryBuffer
 from eventtracking.segment.stats import Counters
 from eventtracking.segment.transport import NETWORK_ERROR, Answer, HttpTransport, batch_body
@@ -93,11 +95,8 @@ class Sender:
         self.retry_budget = retry_budget
         self.backoff_base, self.backoff_max = backoff
         self.on_error = on_error
-        self._start_lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self.worker = BackgroundThread(self._run, "eventtracking-segment-sender")
         self._give_up = threading.Event()  # cuts retry waits short when close() runs out of time
-        self._pid = os.getpid()
         self._pause = 0.0  # set when a batch was kept for later: wait this long before the next
         self._last_delay = 0.0  # the latest wait between two posts of one part
         self._kept_in_a_row = 0  # parts kept for later since the last delivery
@@ -107,17 +106,7 @@ class Sender:
 
     def ensure_started(self) -> bool:
         """Start the thread unless it runs in this process; False once closed."""
-        if self._thread is not None and self._pid == os.getpid():
-            return True
-        with self._start_lock:
-            if self._pid != os.getpid():
-                self.after_fork_in_child()
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="eventtracking-segment-sender", daemon=True
-                )
-                self._thread.start()
-            return self._thread is not None
+        return self.worker.ensure_started()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything put so far has had the server's final answer.
@@ -125,8 +114,6 @@ class Sender:
         True when nothing is pending; False when ``timeout`` ran out first, with a warning
         that says how many messages are still pending.
         """
-        if self._pid != os.getpid():
-            self.ensure_started()
         pending, _ = self.buffer.pending()
         if not pending:
             return True
@@ -148,26 +135,21 @@ class Sender:
         """Flush within ``timeout``, then stop the thread; True when nothing was left behind."""
         started = time.monotonic()
         delivered_all = self.flush(timeout)
-        self._stop.set()
+        self.worker.stop()
         if not delivered_all:
             self._give_up.set()
         self.buffer.wake()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
-            thread.join(remaining)
-        self._thread = None  # with _stop set: ensure_started() now answers False
+        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
+        self.worker.join(remaining)
         self.transport.close()
         self.buffer.close()
         return delivered_all
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, connection, locks and messages (the parent sends those)."""
-        self._pid = os.getpid()
-        self._thread = None
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
+        self.worker.after_fork_in_child()
         self._give_up = threading.Event()
+        self._pause, self._kept_in_a_row = 0.0, 0
         self.buffer = self.buffer.discard_inherited()
         self.transport.reset()
         self.counters.reset_after_fork()
@@ -176,12 +158,13 @@ class Sender:
 
     def _run(self) -> None:
         # Nothing may end this loop but stop: a dead sender would strand the buffer for good.
+        stopping = self.worker.stopping
         while True:
             try:
-                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, self._stop)
+                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, stopping)
             except Exception:  # e.g. a spool's disk error: wait, then try again
                 log.exception("sender could not take a batch; trying again in 1 s")
-                if self._stop.wait(1.0):
+                if stopping.wait(1.0):
                     return
                 continue
             if not batch:
