@@ -13,8 +13,12 @@ import json
 import statistics
 import subprocess
 
+import pytest
 from engines import OURS_PYTHON, TESTS, site_env, stop_process, wait_until
 from test_celery import emit_figures, produce, seqs
+
+# Real processes on a machine that may be loaded: generous bounds, each still a bound.
+pytestmark = pytest.mark.timeout(600)
 
 STREAM = "site-analytics"  # EVENT_BUS_TOPIC_PREFIX-topic
 GROUP = "tracking"
@@ -73,7 +77,7 @@ def test_300_events_go_through_the_bus_and_are_delivered_once(redis_server, coll
             assert consumer.poll() is None, log_path.read_text()
             return collector.count() >= 300 and consumer_caught_up(redis_server)
 
-        wait_until(arrived, 180, f"300 events through the bus (consumer log: {log_path})")
+        wait_until(arrived, 300, f"300 events through the bus (consumer log: {log_path})")
     finally:
         stop_process(consumer)
     assert sorted(seqs(collector)) == sorted(
@@ -114,7 +118,7 @@ def test_while_the_bus_is_down_the_request_does_not_wait_and_nothing_is_lost(
     try:
         wait_until(
             lambda: collector.count() >= 100 and consumer_caught_up(redis_server),
-            180,
+            300,
             f"100 events through the bus (consumer log: {log_path})",
         )
     finally:

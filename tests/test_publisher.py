@@ -18,6 +18,9 @@ from engines import wait_until
 
 from eventtracking.backends.async_routing import AsyncRoutingBackend
 
+# Real processes on a machine that may be loaded: generous bounds, each still a bound.
+pytestmark = pytest.mark.timeout(600)
+
 UTC = datetime.timezone.utc
 
 
