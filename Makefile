@@ -11,6 +11,10 @@ STAMP := $(VENV)/.installed
 ORIGINAL := .envs/original
 ORIGINAL_STAMP := $(ORIGINAL)/.installed
 
+# What README's install lines need, as wheels: tests/test_readme.py runs them offline from here.
+WHEELS := .envs/wheels
+WHEELS_STAMP := $(WHEELS)/.downloaded
+
 .PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
@@ -31,7 +35,12 @@ $(ORIGINAL_STAMP): Makefile
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) $(ORIGINAL_STAMP)
+$(WHEELS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELS) ".[django]" "setuptools>=77" wheel
+	rm -f $(WHEELS)/event_tracking-*.whl  # the project itself is built from the checkout
+	touch $(WHEELS_STAMP)
+
+test: $(STAMP) $(ORIGINAL_STAMP) $(WHEELS_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(ORIGINAL_STAMP)
@@ -41,6 +50,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks
+	$(BIN)/mypy eventtracking
 
 clean:
 	rm -rf $(VENV) .envs build *.egg-info .pytest_cache
