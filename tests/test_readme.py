@@ -240,7 +240,12 @@ def run_console(block: Block, cwd: Path) -> List[Tuple[str, int, str]]:
         script.append(f"printf '\\n@@status {index} %s@@\\n' \"$?\"")
     result = subprocess.run(
         ["bash", "-c", "\n".join(script) + "\n"],
-        cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
+        cwd=cwd,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
     )
     outcomes = []
     for index, (command, _) in enumerate(commands_of(block)):
@@ -289,7 +294,8 @@ def test_the_readme_has_examples_of_each_kind():
 
 def test_the_matching_rules():
     output = "replay summary\n  lines read            30 in 1 input\n  elapsed  0.2 s (150 lines/s)\n"
-    assert missing_lines("replay summary\nlines read 30 in 1 input\nelapsed ... s (... lines/s)", output) == []
+    shown = "replay summary\nlines read 30 in 1 input\nelapsed ... s (... lines/s)"
+    assert missing_lines(shown, output) == []
     assert missing_lines("elapsed ... lines/s)\nreplay summary", output) == ["replay summary"]  # in order
     assert missing_lines("lines read 31 in 1 input", output) == ["lines read 31 in 1 input"]
     assert expected_status("...\nexit status 1: 2 lines unreadable") == 1 and expected_status("ok") == 0
