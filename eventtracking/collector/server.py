@@ -24,6 +24,7 @@ import base64
 import binascii
 import hmac
 import logging
+import math
 import socket
 import socketserver
 import sys
@@ -339,7 +340,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
             if fault.retry_after is not None:
                 # Whole seconds as HTTP says; a fraction is passed through so tests can stay fast.
                 seconds = fault.retry_after
-                value = str(int(seconds)) if seconds == int(seconds) else str(seconds)
+                whole = math.isfinite(seconds) and seconds == int(seconds)
+                value = str(int(seconds)) if whole else str(seconds)
                 headers.append(("Retry-After", value))
             if 200 <= fault.status < 300:
                 payload = _SUCCESS

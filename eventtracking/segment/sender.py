@@ -1,20 +1,31 @@
 """The sender: the one thread (per backend, per process) that turns the buffer into HTTP batches.
 
 It is the only threaded, stateful part of the pipeline. It takes batches from the buffer,
-posts them through the transport, retries what may be retried (network errors, 408, 429, 5xx)
-with exponential backoff and jitter, honouring ``Retry-After``, for at most ``retry_budget``
-seconds per batch, and splits a batch the server refuses as malformed (400, 413) until the
-bad message stands alone, so one bad event never costs another. Whatever is finally refused
-or given up on is counted and handed to ``on_error(reason, messages)``.
+posts them through the transport, retries what may be retried (network errors, redirects,
+408, 429, 5xx) with exponential backoff and jitter for at most ``retry_budget`` seconds per
+batch, and splits a batch the server refuses as malformed (400, 413) until the bad message
+stands alone, so one bad event never costs another. Whatever is finally refused or given up
+on is counted with its reason and detail and handed to ``on_error(reason, messages)``.
 
-``flush`` is a timed wait that reports what it left pending; after ``fork()`` the child gets
-a fresh thread, connection and locks (see ``after_fork_in_child``).
+Waits the server asks for (``Retry-After``, on any retryable answer) are honoured even past
+``retry_budget``: each wait is capped at :data:`MAX_RETRY_AFTER` (300 s: a longer, infinite or
+absurd value waits that long, then asks again), and a batch is held that way for at most
+:data:`MAX_RATE_LIMIT_HOLD` (1 h) in all. Only then is it given up (memory) or kept on disk for
+later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
+network error, keeps its events, and is logged as an error saying where the host points.
+After a batch is kept for later, the sender pauses before it takes the next one (the server's
+Retry-After if it gave one, else the backoff, growing with each part kept in a row up to its
+maximum), so a failing server is never hammered.
+
+``flush`` is a timed wait that reports what it left pending. The thread is a
+:class:`~eventtracking.background.BackgroundThread`; the sender's owner (the backend) registers
+with :mod:`eventtracking.background`, which calls ``after_fork_in_child`` in a forked child: a
+fresh thread, connection and locks, and none of the parent's messages.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -22,6 +33,7 @@ from typing import Callable, Optional
 
 import orjson
 
+from eventtracking.background import BackgroundThread
 from eventtracking.segment.buffer import MemoryBuffer
 from eventtracking.segment.stats import Counters
 from eventtracking.segment.transport import NETWORK_ERROR, Answer, HttpTransport, batch_body
@@ -30,12 +42,29 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_BYTES = 500 * 1024
 BATCH_OVERHEAD = 128  # '{"batch":[', the commas, '],"sentAt":"…"}'
+MAX_RETRY_AFTER = 300.0  # seconds: the longest single wait a Retry-After gets
+MAX_RATE_LIMIT_HOLD = 3600.0  # seconds a batch is held across the server's Retry-After waits
+REDIRECT_LOG_INTERVAL = 60.0  # seconds between two "redirected" error lines
 ErrorHook = Callable[[str, list], None]
 
 
+class Reason(str):
+    """The reason word handed to ``on_error`` (``"refused"``, ``"gave_up"``...), a plain ``str``
+    for every use, with the failure's one-line ``detail`` as an attribute: ``"HTTP 401: wrong
+    write key"``, ``"network error: connection refused (http://127.0.0.1:9)"``."""
+
+    detail: str
+
+    def __new__(cls, reason: str, detail: str = "") -> Reason:
+        value = super().__new__(cls, reason)
+        value.detail = detail
+        return value
+
+
 def is_retryable(status: int) -> bool:
-    """Network errors, 408, 429 and 5xx may succeed later; every other answer is final."""
-    return status == NETWORK_ERROR or status in (408, 429) or status >= 500
+    """Network errors, redirects (a fixable configuration error), 408, 429 and 5xx may succeed
+    later; every other answer is final."""
+    return status == NETWORK_ERROR or 300 <= status < 400 or status in (408, 429) or status >= 500
 
 
 class Sender:
@@ -66,27 +95,18 @@ class Sender:
         self.retry_budget = retry_budget
         self.backoff_base, self.backoff_max = backoff
         self.on_error = on_error
-        self._start_lock = threading.Lock()
-        self._thread: Optional[threading.Thread] = None
-        self._stop = threading.Event()
+        self.worker = BackgroundThread(self._run, "eventtracking-segment-sender")
         self._give_up = threading.Event()  # cuts retry waits short when close() runs out of time
-        self._pid = os.getpid()
+        self._pause = 0.0  # set when a batch was kept for later: wait this long before the next
+        self._last_delay = 0.0  # the latest wait between two posts of one part
+        self._kept_in_a_row = 0  # parts kept for later since the last delivery
+        self._redirect_logged = -REDIRECT_LOG_INTERVAL
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def ensure_started(self) -> bool:
         """Start the thread unless it runs in this process; False once closed."""
-        if self._thread is not None and self._pid == os.getpid():
-            return True
-        with self._start_lock:
-            if self._pid != os.getpid():
-                self.after_fork_in_child()
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(
-                    target=self._run, name="eventtracking-segment-sender", daemon=True
-                )
-                self._thread.start()
-            return self._thread is not None
+        return self.worker.ensure_started()
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything put so far has had the server's final answer.
@@ -94,8 +114,6 @@ class Sender:
         True when nothing is pending; False when ``timeout`` ran out first, with a warning
         that says how many messages are still pending.
         """
-        if self._pid != os.getpid():
-            self.ensure_started()
         pending, _ = self.buffer.pending()
         if not pending:
             return True
@@ -103,8 +121,13 @@ class Sender:
         if self.buffer.wait_idle(timeout):
             return True
         pending, size = self.buffer.pending()
+        last_error = self.counters.last_error
         log.warning(
-            "flush timed out after %.1fs: %d messages (%d bytes) still pending", timeout, pending, size
+            "flush timed out after %.1fs: %d messages (%d bytes) still pending%s",
+            timeout,
+            pending,
+            size,
+            f"; last error: {last_error}" if last_error else "",
         )
         return False
 
@@ -112,26 +135,21 @@ class Sender:
         """Flush within ``timeout``, then stop the thread; True when nothing was left behind."""
         started = time.monotonic()
         delivered_all = self.flush(timeout)
-        self._stop.set()
+        self.worker.stop()
         if not delivered_all:
             self._give_up.set()
         self.buffer.wake()
-        thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
-            thread.join(remaining)
-        self._thread = None  # with _stop set: ensure_started() now answers False
+        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
+        self.worker.join(remaining)
         self.transport.close()
         self.buffer.close()
         return delivered_all
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, connection, locks and messages (the parent sends those)."""
-        self._pid = os.getpid()
-        self._thread = None
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
+        self.worker.after_fork_in_child()
         self._give_up = threading.Event()
+        self._pause, self._kept_in_a_row = 0.0, 0
         self.buffer = self.buffer.discard_inherited()
         self.transport.reset()
         self.counters.reset_after_fork()
@@ -140,25 +158,30 @@ class Sender:
 
     def _run(self) -> None:
         # Nothing may end this loop but stop: a dead sender would strand the buffer for good.
+        stopping = self.worker.stopping
         while True:
             try:
-                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, self._stop)
+                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, stopping)
             except Exception:  # e.g. a spool's disk error: wait, then try again
                 log.exception("sender could not take a batch; trying again in 1 s")
-                if self._stop.wait(1.0):
+                if stopping.wait(1.0):
                     return
                 continue
             if not batch:
                 return
             try:
                 self._deliver(batch)
-            except Exception:
+            except Exception as error:
                 log.exception("sender failed on a batch of %d messages", len(batch))
-                self._drop("internal_error", batch)
+                self._drop("internal_error", batch, f"internal error: {type(error).__name__}")
             try:
                 self.buffer.done(batch)
             except Exception:
                 log.exception("sender could not settle a batch of %d messages", len(batch))
+            if self._pause:
+                # What was kept for later is the next batch again: do not post it at once.
+                pause, self._pause = self._pause, 0.0
+                self._give_up.wait(pause)  # cut short when close() runs out of time
 
     def _deliver(self, batch: list[bytes]) -> None:
         deadline = time.monotonic() + self.retry_budget
@@ -168,6 +191,7 @@ class Sender:
             answer = self._post(part, deadline)
             if 200 <= answer.status < 300:
                 self.counters.add("delivered", len(part))
+                self._kept_in_a_row = 0
             elif answer.status in (400, 413) and len(part) > 1:
                 middle = len(part) // 2
                 parts.append(part[middle:])
@@ -175,35 +199,64 @@ class Sender:
             elif is_retryable(answer.status):
                 if self.buffer.keep_for_later(part):
                     self.counters.add("deferred", len(part))
+                    # The backoff goes on across parts kept for later: the next attempt is this
+                    # part again, which must not be posted at once (nor the server's wait ignored).
+                    self._kept_in_a_row += 1
+                    growing = min(self.backoff_max, self.backoff_base * 2**self._kept_in_a_row)
+                    self._pause = max(self._last_delay, growing)
                 else:
-                    self._drop("gave_up", part, answer)
+                    self._drop("gave_up", part, answer.detail)
             else:
-                self.buffer.dead_letter(f"HTTP {answer.status}: {answer.reason}", part)
-                self._drop("refused", part, answer)
+                self.buffer.dead_letter(answer.detail, part)
+                self._drop("refused", part, answer.detail)
 
     def _post(self, part: list[bytes], deadline: float) -> Answer:
         attempt = 0
+        hold_until = time.monotonic() + MAX_RATE_LIMIT_HOLD
+        self._last_delay = 0.0
         while True:
             answer = self.transport.post(batch_body(part))
             self.counters.add("batches")
-            if not is_retryable(answer.status) or self._give_up.is_set():
+            if not is_retryable(answer.status):
+                return answer
+            self._note_failure(answer)
+            if self._give_up.is_set():
                 return answer
             attempt += 1
             delay = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
+            now = time.monotonic()
             if answer.retry_after is not None:
-                delay = max(delay, answer.retry_after)
-            if time.monotonic() + delay > deadline:
+                # The server said when: wait that long (capped), even past the retry budget.
+                delay = max(delay, min(answer.retry_after, MAX_RETRY_AFTER))
+                if now + delay <= hold_until:
+                    deadline = max(deadline, now + delay)
+            self._last_delay = delay
+            if now + delay > deadline:
                 return answer
             self.counters.add("retries")
             if self._give_up.wait(delay):
                 return answer
 
-    def _drop(self, reason: str, part: list[bytes], answer: Optional[Answer] = None) -> None:
-        self.counters.add_reason("dropped", reason, len(part))
-        detail = f" (HTTP {answer.status}: {answer.reason})" if answer and answer.status else ""
-        log.warning("dropped %d messages: %s%s", len(part), reason, detail)
+    def _note_failure(self, answer: Answer) -> None:
+        """Remember a retryable failure; say a redirect loudly: it is a configuration error."""
+        self.counters.note_error(answer.detail)
+        if 300 <= answer.status < 400:
+            now = time.monotonic()
+            if now - self._redirect_logged >= REDIRECT_LOG_INTERVAL:
+                self._redirect_logged = now
+                log.error(
+                    "SegmentBackend is misconfigured: %s; events are kept and retried until it is fixed",
+                    answer.detail,
+                )
+
+    def _drop(self, reason: str, part: list[bytes], detail: str = "") -> None:
+        self.counters.add_reason("dropped", reason, len(part), detail)
+        if detail:
+            self.counters.note_error(detail)
+        noun = "message" if len(part) == 1 else "messages"
+        log.warning("dropped %d %s: %s%s", len(part), noun, reason, f" ({detail})" if detail else "")
         if self.on_error is not None:
             try:
-                self.on_error(reason, [orjson.loads(item) for item in part])
+                self.on_error(Reason(reason, detail), [orjson.loads(item) for item in part])
             except Exception:
                 log.exception("on_error hook failed")

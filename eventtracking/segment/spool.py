@@ -464,6 +464,7 @@ class Spool(SenderWait):
         self._wanted = 0  # the sender waits until this many records are there (0: not waiting)
         self._flushers = 0  # threads in wait_idle(): the sender must not linger
         self._closed = False
+        self._pid = os.getpid()  # the process this state belongs to
         self._next_scan = 0.0
         # This process's part (None while it cannot be created: events go to memory only).
         self._part_dir: Optional[str] = None
@@ -1057,7 +1058,13 @@ class Spool(SenderWait):
     def close(self) -> None:
         """Release the directory: this process's part is removed when all of it is acknowledged,
         else it stays (unlocked) for a live process to adopt; so do adopted parts not yet
-        delivered. Messages kept in memory only (disk full) and not delivered are lost: logged."""
+        delivered. Messages kept in memory only (disk full) and not delivered are lost: logged.
+        In a forked child that did not take the spool over (``discard_inherited``), it only
+        closes the inherited descriptors: the parent's part is the parent's."""
+        if self._pid != os.getpid():
+            self._forget_inherited()
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -1096,18 +1103,24 @@ class Spool(SenderWait):
         Only ``close`` the inherited descriptors: ``flock(LOCK_UN)`` on them would release the
         parent's locks. The locks are not taken: a thread of the parent may have held them.
         """
-        for fd in (self._write_fd, self._ack_fd, self._lock_fd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        for orphan in self._orphans:
-            orphan.release()
+        self._forget_inherited()
         self._reset_state()
         try:
             self._open_part()
         except OSError as error:  # the scan tries again; meanwhile memory, warned and counted
             self._part_failed(error)
         return self
+
+    def _forget_inherited(self) -> None:
+        """Close the descriptors inherited from the parent, without unlocking or deleting anything."""
+        for fd in (self._write_fd, self._ack_fd, self._lock_fd):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        for orphan in self._orphans:
+            orphan.release()
+        self._write_fd = self._ack_fd = self._lock_fd = -1
+        self._orphans = []
 
 
 # -- directories and files, shared with the command line --------------------------------------
