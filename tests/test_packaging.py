@@ -1,7 +1,7 @@
 """Packaging as a newcomer meets it: builds and installs print no warning, the package is typed.
 
 Everything runs offline: pip takes the build and runtime dependencies from the wheels
-``make test`` downloaded into ``.envs/wheels``.
+``make test`` downloaded into ``.envs/wheelhouse``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WHEELS = REPO / ".envs" / "wheels"
+WHEELS = REPO / ".envs" / "wheelhouse"  # made by make test (the Makefile's WHEELHOUSE)
 TIMEOUT = 600
 
 

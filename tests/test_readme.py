@@ -27,7 +27,7 @@ The conventions (follow them when you add to the README):
 The scratch copy holds the checkout's files as a fresh clone would (``git ls-files``, plus files
 not yet committed), with ``.venv`` and ``.envs`` linked to the checkout's (``make demo`` then
 finds its environment built). pip runs offline there: ``PIP_NO_INDEX`` and ``PIP_FIND_LINKS``
-point at the wheels ``make test`` downloaded into ``.envs/wheels``.
+point at the wheels ``make test`` downloaded into ``.envs/wheelhouse``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.rst"
-WHEELS = REPO / ".envs" / "wheels"
+WHEELS = REPO / ".envs" / "wheelhouse"  # made by make test (the Makefile's WHEELHOUSE)
 TIMEOUT = 300  # seconds for one block (an install builds a wheel)
 NOT_RUN = {"make test", "make bench", "make lint"}  # the test suite itself; minutes of benchmarks
 COMMAND_WORDS = ("eventtracking", "python", "python3", "pip", "make", "git", ".venv/", "curl", "gunicorn")
