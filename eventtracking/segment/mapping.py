@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 from eventtracking import __version__
 from eventtracking.segment import privacy
+from eventtracking.segment.encoding import text_of
 
 UTC = datetime.timezone.utc
 LIBRARY = {"name": "eventtracking-segment", "version": __version__}
@@ -156,7 +157,10 @@ def segment_context(context: Mapping) -> dict:
         host = context.get("host")
         if host:
             # Segment ignores the scheme for GA but extracts host and path from the url.
-            url = f"https://{host}{path}"
+            if type(host) is str and type(path) is str:
+                url = f"https://{host}{path}"
+            else:  # whatever they are, as text by the encoder's rules (a str() may raise)
+                url = f"https://{text_of(host)}{text_of(path)}"
     if path is not None or referer is not None or url is not None:
         page = {}
         if path is not None:
