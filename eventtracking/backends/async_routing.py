@@ -73,7 +73,7 @@ class AsyncRoutingBackend(RoutingBackend):
         self.backend_name = backend_name
         self.batch_size = batch_size
         super().__init__(processors=processors, backends=backends)
-        self._publisher_options = {
+        self._publisher_options: dict[str, Any] = {
             "max_buffer_bytes": max_buffer_bytes,
             "spool_dir": spool_dir,
             "spool_max_bytes": spool_max_bytes,

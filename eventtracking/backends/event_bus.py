@@ -72,7 +72,7 @@ class EventBusRoutingBackend(RoutingBackend):
     ) -> None:
         self.backend_name = backend_name
         super().__init__(processors=processors, backends=backends)
-        self._publisher_options = {
+        self._publisher_options: dict[str, Any] = {
             "max_buffer_bytes": max_buffer_bytes,
             "spool_dir": spool_dir,
             "spool_max_bytes": spool_max_bytes,

@@ -18,8 +18,8 @@ class Counters:
     (http://127.0.0.1:9)"``) and ``last_error`` (the latest unsuccessful answer, retried or
     not; None before any). ``snapshot()`` returns plain dicts, never live state."""
 
-    TOTALS = ("accepted", "delivered", "retries", "batches", "trimmed", "deferred")
-    GROUPS = ("skipped", "dropped")
+    TOTALS: tuple[str, ...] = ("accepted", "delivered", "retries", "batches", "trimmed", "deferred")
+    GROUPS: tuple[str, ...] = ("skipped", "dropped")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
