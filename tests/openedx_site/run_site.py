@@ -107,6 +107,8 @@ def main() -> int:
             tracker.emit(event["name"], event["data"])
 
     if scenario.get("bus"):
+        # The bus backend publishes from its background thread: wait until it has.
+        assert site_tracker.backends["event_transformer"].flush(60)
         # The consumer side, as openedx-events' consumers hand a message read from the bus back.
         for metadata, tracking_log in published:
             TRACKING_EVENT_EMITTED.send_event_with_custom_metadata(metadata, tracking_log=tracking_log)
