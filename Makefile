@@ -68,6 +68,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks
+	$(BIN)/mypy eventtracking
 
 clean:
 	rm -rf $(VENV) .envs build *.egg-info .pytest_cache

@@ -2,7 +2,7 @@
 
 A fresh virtualenv gets what a site has: event-routing-backends (ERB), which brings Open edX's
 event-tracking 4.1.5. Then this package is installed the ways README's "On Open edX" section
-says (a wheel built from this checkout; a git URL), and each time:
+says (a wheel built from this checkout; a git URL; the clone's path), and each time:
 
 - the only event-tracking distribution is ours (5.0.0), and every file of the ``eventtracking``
   package is one of ours, with our content: none of the original's files is left behind or shared
@@ -178,12 +178,7 @@ def test_a_git_url_replaces_the_original(site, checkout):
     assert_erb_installs_keep_ours(site, original)
 
 
-def test_a_later_force_reinstall_of_erb_is_what_brings_the_original_back(site, checkout, tmp_path):
-    """What README warns about: only a forced reinstall (or an explicit pin) installs 4.x again."""
+def test_a_clone_path_replaces_the_original(site, checkout):
     original = put_back_the_original(site)
-    pip(site, "wheel", "--no-deps", "--no-index", "--find-links", WHEELHOUSE, "-w", tmp_path, checkout)
-    pip_offline(site, next(tmp_path.glob("event_tracking-*.whl")))
+    pip_offline(site, checkout)  # README: pip install /path/to/a/clone
     assert_only_ours(site, original)
-    pip_offline(site, "--force-reinstall", ERB)
-    # The wheelhouse, like PyPI, has only the original: a forced reinstall of ERB's dependencies picks it.
-    assert installed_version(site) == ORIGINAL

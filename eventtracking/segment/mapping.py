@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from eventtracking import __version__
@@ -67,6 +67,9 @@ class MappingOptions:
     exclude_fields: tuple[str, ...] = ()
     anonymize_ip: bool = False
     anonymous_id_field: Optional[str] = None
+    # Compiled by __post_init__ (frozen: through object.__setattr__); not arguments.
+    _excluded: tuple[tuple[str, ...], ...] = field(default=(), init=False, repr=False, compare=False)
+    _anonymous_path: Optional[tuple[str, ...]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Validated once, at construction, so a typo is a configuration error, not a skip.
