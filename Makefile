@@ -11,6 +11,21 @@ STAMP := $(VENV)/.installed
 ORIGINAL := .envs/original
 ORIGINAL_STAMP := $(ORIGINAL)/.installed
 
+# An Open edX site's packages as wheels, for the tests that install offline (--no-index): ERB
+# (which brings Open edX's event-tracking 4.1.5) on Django 5.2 as Open edX runs it, and what
+# building and installing this package needs, with a current pip.
+WHEELHOUSE := .envs/wheelhouse
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.downloaded
+SITE_PACKAGES := "edx-event-routing-backends==10.1.0" "event-tracking==4.1.5" "Django>=5.2,<6.0" \
+	pip "setuptools>=77" wheel orjson urllib3 tqdm
+
+# An LMS without event-routing-backends: this package (editable) with Django 5.2, Celery,
+# edx-django-utils, edx-celeryutils and edx-platform's Segment client, analytics-python
+# 1.4.post1, which installs both `analytics` 1.4 and `segment.analytics` 2.2.2. The drop-in tests
+# and benchmark run on it; its pins (backoff 1.10) conflict with segment-analytics-python 2.x.
+ANALYTICS14 := .envs/analytics14
+ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
+
 .PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
@@ -28,19 +43,32 @@ $(ORIGINAL_STAMP): Makefile
 		"event-tracking==4.1.5"
 	touch $(ORIGINAL_STAMP)
 
+$(WHEELHOUSE_STAMP): Makefile $(STAMP)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) $(SITE_PACKAGES)
+	touch $(WHEELHOUSE_STAMP)
+
+$(ANALYTICS14_STAMP): Makefile pyproject.toml
+	$(PYTHON) -m venv $(ANALYTICS14)
+	$(ANALYTICS14)/bin/python -m pip install --quiet --upgrade pip
+	$(ANALYTICS14)/bin/python -m pip install --quiet -e ".[django,celery]" \
+		"analytics-python==1.4.post1" "Django>=5.2,<6.0" edx-django-utils edx-celeryutils
+	touch $(ANALYTICS14_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) $(ORIGINAL_STAMP)
+test: $(STAMP) $(ORIGINAL_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP) $(ORIGINAL_STAMP)
+bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP)
 	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_openedx.py
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks
+	$(BIN)/mypy eventtracking
 
 clean:
 	rm -rf $(VENV) .envs build *.egg-info .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import os
 import re
@@ -441,3 +442,32 @@ def test_collect_says_one_message_stored(tmp_path):
     finally:
         returncode, out, err = stop(process)
     assert "stopped, 1 message stored" in err
+
+
+def test_deadletters_resend_says_why_it_kept_or_refused_again(tmp_path, capsys):
+    message = {"type": "track", "event": "e", "userId": "1", "messageId": "dl-3"}
+    write_dead_letter(tmp_path, "HTTP 400: x", message)
+    with Collector() as refusing:
+        refusing.faults.reject_event("e")
+        assert cli.main(["deadletters", "resend", "--spool", str(tmp_path), "--host", refusing.url,
+                         "--write-key", "k"]) == 1
+    out = capsys.readouterr().out
+    assert "refused again 1 (HTTP 400" in out
+    with socket_closed_port() as port:
+        host = f"http://127.0.0.1:{port}"
+        status = cli.main(["deadletters", "resend", "--spool", str(tmp_path), "--host", host,
+                           "--write-key", "k", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert status == 1 and "kept 1 (unreadable or not sent in time; last error: network error" in out
+    assert f"127.0.0.1:{port}" in out
+
+
+@contextlib.contextmanager
+def socket_closed_port():
+    """A loopback port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port

@@ -207,3 +207,22 @@ def test_without_openedx_events_the_app_starts_without_the_receiver(monkeypatch)
     assert connect_event_bus_handlers() is False
     monkeypatch.delitem(sys.modules, "openedx_events")
     assert connect_event_bus_handlers() is True
+
+
+def test_publishes_what_the_original_publishes():
+    import subprocess
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    outputs = {}
+    for side, python in (("ours", sys.executable), ("original", tests.parent / ".envs/original/bin/python")):
+        assert Path(python).exists(), f"{python} is missing: `make test` builds it"
+        result = subprocess.run(
+            [str(python), "bus_wire.py"], cwd=tests, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        outputs[side] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert ".envs/original/" in outputs["original"]["package"]
+    assert ".envs/" not in outputs["ours"]["package"]
+    assert outputs["ours"]["published"] == outputs["original"]["published"]
+    assert [name for name, *_ in outputs["ours"]["published"]] == [NAME, "edx.string.time"]

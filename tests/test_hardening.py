@@ -264,3 +264,24 @@ def test_random_events_are_all_delivered_once_and_never_refused(shared_collector
 def test_a_single_string_for_exclude_fields_is_a_configuration_error():
     with pytest.raises(TypeError, match="single string"):
         SegmentBackend(write_key=KEY, host="http://127.0.0.1:9", exclude_fields="context.username")
+
+
+def test_a_page_url_from_values_whose_text_fails_is_coerced_not_an_internal_error(collector):
+    # The page url is built from context.host and context.path: a str() that raises, or an
+    # int past Python's 4,300-digit str() limit, used to skip the whole event as internal_error.
+    backend = backend_for(collector)
+    huge = 10**5000
+    backend.send({"name": "page", "context": {"user_id": 1, "host": Unprintable(), "path": "/courses"}})
+    backend.send({"name": "page", "context": {"user_id": 2, "host": "example.com", "path": huge}})
+    backend.send({"name": "page", "context": {"user_id": 3, "host": huge, "path": Opaque()}})
+    assert backend.flush(10)
+    stats = backend.stats()
+    assert stats["skipped"] == {} and stats["delivered"] == 3
+    urls = [m["context"]["page"]["url"] for m in collector.messages()]
+    assert urls == [
+        "https://<unprintable Unprintable>/courses",
+        f"https://example.com{hex(huge)}",
+        f"https://{hex(huge)}course-v1:edX+DemoX+2026",
+    ]
+    paths = [m["context"]["page"]["path"] for m in collector.messages()]
+    assert paths[1] == hex(huge)  # the same coercion as the value itself

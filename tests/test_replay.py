@@ -826,6 +826,8 @@ def test_an_unreachable_host_ends_with_the_reason_and_no_flood_of_warnings(tmp_p
     assert "stopped early: deliveries failed (gave_up" in out
     failed = [line for line in out.splitlines() if line.startswith("  failed deliveries")]
     assert failed and "gave_up 30" in failed[0]
+    assert f"127.0.0.1:{port}" in failed[0] and "refused" in failed[0]  # the network error and the host
+    assert f"127.0.0.1:{port}" in out.split("stopped early:")[1]
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:
@@ -888,3 +890,13 @@ def test_a_stop_while_the_destination_is_slow_checkpoints_at_a_chunk_end(capsys,
     code, output = replay(capsys, *argv)
     assert code == 0 and summary_of(output)["already acknowledged"] == line
     assert collector.count() == len(distinct_ids(collector)) == total
+
+
+def test_a_wrong_write_key_is_named_in_the_summarys_count_of_failures(capsys, tmp_path):
+    log = write_lines(tmp_path / "t.log", many_lines(10))
+    with Collector(write_key="the-right-key") as keyed:
+        code, output = replay(capsys, str(log), "--host", keyed.url, "--write-key", "a-wrong-key")
+    assert code == 1
+    [failed] = [line for line in output.splitlines() if line.startswith("  failed deliveries")]
+    assert "refused 10 (HTTP 401" in failed, failed  # the status and the server's reason
+    assert "a-wrong-key" not in output

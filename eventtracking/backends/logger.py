@@ -12,11 +12,14 @@ import orjson
 
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import ImproperlyConfigured
+from eventtracking.segment.encoding import datetime_json
 
 MAX_EVENT_SIZE = 1024  # the original's default; Open edX's settings raise it to 50000
 LOG = logging.getLogger(__name__)
 
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+# orjson alone, and only on what it reads without running Python code: datetimes (whose
+# tzinfo may be Python) and dataclasses are refused, and there is no default= hook.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class LoggerBackend:
@@ -83,14 +86,29 @@ def encode_event(event: Any) -> bytes:
     """
     Return `event` as compact JSON (UTF-8 bytes), datetimes as ISO 8601 UTC.
 
-    orjson does the work; the stdlib ``json`` module is the fallback for the few
-    inputs orjson rejects (integers beyond 64 bits, unusual dict key types).
+    orjson does the work for plain data, with no Python code running inside it (no hook, no
+    tzinfo, no ``__str__``: such code lets another thread change the event under orjson,
+    which then crashes the process). The event's own ``timestamp`` is written before orjson
+    runs. Anything else orjson refuses (a datetime deeper in the event, objects, sets, integers
+    beyond 64 bits, dict keys that are not strings) goes to the stdlib ``json`` module, which
+    raises instead of crashing when the event changes under it.
     """
     try:
-        return orjson.dumps(event, default=_default, option=_ORJSON_OPTIONS)
+        return orjson.dumps(_with_written_timestamp(event), option=_ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         text = json.dumps(_stringify_keys(event), default=_default, separators=(",", ":"), ensure_ascii=False)
         return text.encode("utf-8")
+
+
+def _with_written_timestamp(event: Any) -> Any:
+    """``event`` with its datetime ``timestamp`` as a JSON fragment in UTC (a shallow copy)."""
+    if type(event) is dict:
+        stamp = event.get("timestamp")
+        if type(stamp) is datetime:
+            if stamp.tzinfo is not None and stamp.tzinfo is not timezone.utc:
+                stamp = stamp.astimezone(timezone.utc)
+            return {**event, "timestamp": datetime_json(stamp)}
+    return event
 
 
 class DateTimeJSONEncoder(json.JSONEncoder):

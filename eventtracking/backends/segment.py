@@ -224,8 +224,8 @@ class SegmentBackend:
                 self._buffer_full()
         except SkipEvent as skip:
             self._skip(skip.reason, event)
-        except Unserializable as error:
-            self._skip("unserializable", event, str(error))
+        except Unserializable as error:  # "unserializable", or "changed_during_send"
+            self._skip(error.reason, event, str(error))
         except Exception:  # the application must never pay for a bug here
             log.exception("SegmentBackend.send failed on event %r", event_name(event))
             self._counters.add_reason("skipped", "internal_error")

@@ -197,7 +197,8 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
     messages = [(line, entry, orjson.dumps(entry and entry["message"])) for line, entry in entries]
     outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
     transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
-    sender = Sender(outcomes, transport, Counters(), linger=0, retry_budget=timeout)
+    counters = Counters()
+    sender = Sender(outcomes, transport, counters, linger=0, retry_budget=timeout)
     for _, entry, data in messages:
         if entry is not None:
             outcomes.put(data)
@@ -212,9 +213,13 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
             reason = orjson.dumps(outcomes.refused[id(data)])
             kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
     refused = sum(1 for _, entry, data in messages if entry is not None and id(data) in outcomes.refused)
+    kept = len(kept_lines) - refused
+    last_error = counters.snapshot().get("last_error")
+    why_kept = f"; last error: {last_error}" if kept and last_error else ""
     summary = (
         f"resent {plural(len(messages), 'dead letter')}: delivered {len(delivered):,}, "
-        f"refused again {refused:,}, kept {len(kept_lines) - refused:,} (unreadable or not sent in time)"
+        f"refused again {refused:,}{_because(set(outcomes.refused.values())) if refused else ''}, "
+        f"kept {kept:,} (unreadable or not sent in time{why_kept})"
     )
     try:
         with dead_letter_lock(directory):
@@ -237,6 +242,11 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
         summary += f"; {plural(len(appended), 'new dead letter')} arrived meanwhile (not resent)"
     print(summary)
     return 0 if not kept_lines and not appended else 1
+
+
+def _because(reasons: set[str]) -> str:
+    """`` (HTTP 400: ...)``: what the server said when it refused, each reason once, shortened."""
+    return f" ({'; '.join(cell(reason, REASON_WIDTH * 2) for reason in sorted(reasons))})"
 
 
 def _rewrite(path: str, lines: list[bytes]) -> None:

@@ -203,7 +203,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         # Idle keep-alive connections (and stalled uploads) give up after this long.
-        self.timeout = self.server.collector.idle_timeout
+        self.timeout = self.server.collector.idle_timeout  # type: ignore[misc]  # per connection
         super().setup()
 
     # -- routes -----------------------------------------------------------------------
@@ -440,7 +440,8 @@ class CollectorHTTPServer(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host name (getfqdn): slow and useless here.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:

@@ -122,7 +122,8 @@ class MessageStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            self._count += len(rows)
+            if self._count is not None:  # always, for a writer (read-only stores never append)
+                self._count += len(rows)
             self._appended.notify_all()
 
     def count(self) -> int:

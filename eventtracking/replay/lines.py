@@ -18,7 +18,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable, Iterator, List
+from typing import Any, BinaryIO, Iterable, Iterator, List, cast
 
 STDIN = "-"
 CHUNK_BYTES = 1 << 20
@@ -89,7 +89,8 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
         yield gzip.GzipFile(fileobj=stream, mode="rb") if head == _GZIP_MAGIC else stream  # type: ignore[misc]
         return
     with open(source.key, "rb", buffering=CHUNK_BYTES) as raw:
-        if raw.peek(2)[:2] == _GZIP_MAGIC:  # a regular file's read gives all it asks for
+        # A regular file's read gives all it asks for: two bytes tell gzip from plain text.
+        if cast(io.BufferedReader, raw).peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
                 yield unzipped  # type: ignore[misc]
         else:

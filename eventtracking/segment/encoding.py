@@ -4,16 +4,27 @@ Contract of :func:`encode`:
 
 * Returns UTF-8 bytes of compact JSON that any strict parser accepts: never
   ``NaN``/``Infinity`` tokens, never invalid UTF-8.
-* Raises nothing but :class:`Unserializable`, and only for a self-referencing
-  structure ("cycle at properties.data.x") or for nesting deeper than
-  :data:`MAX_DEPTH` containers ("nesting deeper than 254 levels at ..."),
-  the limit orjson enforces. Both are refused rather than cut short because a
-  silently truncated event is worse than a clearly rejected one; the caller
+* Raises nothing but :class:`Unserializable`: for a self-referencing structure ("cycle at
+  properties.data.x"), for nesting deeper than :data:`MAX_DEPTH` containers ("nesting deeper
+  than 254 levels at ..."), the limit orjson enforces, and for a container another thread
+  changed while it was being read ("changed while being encoded at ..."; its ``reason`` is
+  ``changed_during_send``, the others' ``unserializable``). All are refused rather than cut
+  short because a silently truncated event is worse than a clearly rejected one; the caller
   decides whether to drop or log it.
-* Fast path: a single ``orjson.dumps`` call with a small ``default`` hook,
-  then a copy to right-sized bytes (see :func:`encode`). Only when orjson
-  refuses the message does a coercing walk copy it into plain JSON types and
-  encode the copy, so well-formed events pay nothing for the coercions.
+* No Python code runs inside orjson: neither the caller's (a ``__str__``, a tzinfo, a
+  property) nor ours (no ``default=`` hook). Python code running there lets another thread
+  change a container orjson is reading, or lets the code itself change it, and orjson then
+  reads freed memory: the process crashes (see ``docs/orjson-bug.md``). So:
+
+  - Fast path: one ``orjson.dumps`` of the message as it is, with datetimes and dataclasses
+    passed through (refused), then a copy to right-sized bytes. The message's own
+    ``timestamp`` and ``properties.timestamp`` (every event has them) are written first as
+    JSON fragments, outside orjson's walk, so a plain event stays on the fast path.
+  - Anything orjson refuses (a datetime deeper in the event, Decimal, bytes, set, an opaque
+    object, a non-string key, a huge int, a lone surrogate...) goes through the coercing walk:
+    plain Python that copies the message into fresh plain JSON types (its ``str()`` calls and
+    tzinfo lookups run there, on values no other thread holds), and orjson then encodes the
+    copy, which nothing else can reach.
 
 Values are kept, not dropped. Rules (identical on the fast path and the walk):
 
@@ -22,9 +33,10 @@ Values are kept, not dropped. Rules (identical on the fast path and the walk):
   ``value``; ``float`` subclasses as the float.
 * ``datetime``/``date``/``time``: ISO 8601 as orjson writes it; a naive
   datetime is taken as UTC (``+00:00``). A ``time`` with a tzinfo (which
-  orjson refuses) becomes ``str(time)``, also ISO 8601.
+  orjson refuses) becomes ``str(time)``, also ISO 8601. A datetime whose tzinfo
+  fails becomes ``"<unprintable datetime>"``.
 * ``UUID``: its canonical hyphenated string. Dataclasses: as orjson does
-  (an object of their fields).
+  (an object of their public attributes).
 * ``Decimal``: NaN and infinities become ``null`` (as float NaN does);
   an integral value within 64 bits becomes a JSON integer; otherwise a JSON
   number when the shortest float text for it is numerically the same decimal
@@ -50,18 +62,22 @@ Values are kept, not dropped. Rules (identical on the fast path and the walk):
 Paths in error messages are dotted keys with list indices in brackets:
 ``properties.data.items[3].x``.
 
-Not guarded (guarding would cost a walk on every message): orjson 3.13 itself
-crashes the process, before any fallback can run, on a cycle that passes
-through a tuple, on tuples nested thousands deep (tuples escape its depth
-counter), and on a datetime whose tzinfo raises from ``utcoffset()``.
+Not guarded (guarding would cost a walk on every message, see ``docs/orjson-bug.md``):
+orjson 3.13 serializes tuples itself and crashes the process on a cycle that passes through
+a tuple at the top of what it is given, and on tuples nested thousands deep (tuples escape
+its depth counter); the walk refuses both when it runs, but a plain event never reaches it.
+An ``Enum`` member's ``value`` is read by orjson through the enum module's own property
+(standard-library Python, not the caller's).
 
 :func:`trim_to_fit` is the opt-in remedy for messages over the size limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import Enum
@@ -74,15 +90,27 @@ MAX_MESSAGE_BYTES = 32 * 1024
 MAX_DEPTH = 254
 
 _OPTIONS = orjson.OPT_NAIVE_UTC
+# What orjson would read with Python code (tzinfo methods, dataclass attributes) it refuses.
+_FAST_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
-# Types the default hook converts; the walk routes them through the same hook.
-_HOOKED_TYPES = (Decimal, bytes, bytearray, memoryview, set, frozenset, tuple, float, Mapping)
+# Types the converters turn into plain values in the walk.
+_CONVERTED_TYPES = (Decimal, bytes, bytearray, memoryview, set, frozenset, tuple, float, Mapping)
 _PATH_TEXT_LIMIT = 200
+_DATETIME = datetime.datetime
+_UTC_TYPE = datetime.timezone  # a C type: orjson reads it without running Python code
+_fragment = orjson.Fragment
+_dumps = orjson.dumps
 
 
 class Unserializable(ValueError):
-    """The message cannot be made into JSON (cycle, nesting too deep)."""
+    """The message cannot be made into JSON (cycle, nesting too deep, changed while read).
+
+    ``reason`` is the word a backend counts the skip under."""
+
+    def __init__(self, message: str, reason: str = "unserializable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def encode(message: Mapping) -> bytes:
@@ -92,16 +120,57 @@ def encode(message: Mapping) -> bytes:
     its output in a buffer rounded up to a power of two (8 KB for a 1.4 KB message), and
     joining with b"" copies it to its length for about 0.07 µs.
 
-    Raises :class:`Unserializable` (and nothing else) for cycles and for
-    nesting deeper than :data:`MAX_DEPTH`.
+    Raises :class:`Unserializable` (and nothing else) for cycles, for nesting deeper than
+    :data:`MAX_DEPTH` and for a container changed by another thread while being read.
     """
     try:
-        encoded = orjson.dumps(message, default=_default, option=_OPTIONS)
+        encoded = _dumps(_with_written_timestamps(message), option=_FAST_OPTIONS)
     except Exception:
-        # orjson refused something (surrogate, huge int, non-str key, cycle...):
+        # orjson refused something (a datetime, surrogate, huge int, non-str key, cycle...):
         # coerce a copy into plain JSON types and encode that.
         encoded = _encode_coerced(message)
     return b"".join((encoded, b""))
+
+
+def _with_written_timestamps(message: Any) -> Any:
+    """``message`` with its ``timestamp`` and ``properties.timestamp`` datetimes as JSON
+    fragments (a shallow copy of each dict changed; the caller's stay as they were)."""
+    if type(message) is not dict:
+        return message
+    stamp = message.get("timestamp")
+    properties = message.get("properties")
+    own = properties.get("timestamp") if type(properties) is dict else None
+    if type(stamp) is not _DATETIME and type(own) is not _DATETIME:
+        return message
+    # This runs for every event: dict.copy() and item assignment are the cheapest copies.
+    message = message.copy()
+    if type(stamp) is _DATETIME:
+        zone = stamp.tzinfo
+        written = _fragment(_dumps(stamp)) if type(zone) is _UTC_TYPE else datetime_json(stamp)
+        message["timestamp"] = written
+    if type(own) is _DATETIME:
+        properties = properties.copy()  # type: ignore[union-attr]
+        properties["timestamp"] = written if own is stamp else datetime_json(own)
+        message["properties"] = properties
+    return message
+
+
+def datetime_json(value: datetime.datetime) -> orjson.Fragment:
+    """A datetime as the JSON orjson writes for it (naive = UTC), computed so that no Python
+    code runs inside orjson: a tzinfo that is not ``datetime.timezone`` (pytz, dateutil,
+    ZoneInfo, the caller's own) is asked for its offset here first. Raises what that raises."""
+    zone = value.tzinfo
+    if zone is not None and type(zone) is not _UTC_TYPE:
+        offset = value.utcoffset()
+        value = datetime.datetime.replace(
+            value, tzinfo=None if offset is None else datetime.timezone(offset)
+        )
+    if type(value) is not _DATETIME:  # a subclass: orjson must not meet its methods either
+        value = datetime.datetime(
+            value.year, value.month, value.day, value.hour, value.minute, value.second,
+            value.microsecond, value.tzinfo, fold=value.fold,
+        )
+    return _fragment(_dumps(value, option=_OPTIONS))
 
 
 def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, list[str]]:
@@ -153,11 +222,11 @@ def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, l
     raise Unserializable(f"message is {len(encoded)} bytes even with properties.data emptied; limit {limit}")
 
 
-# --- fast-path hook -------------------------------------------------------------------------------
+# --- converters (the walk's, for values orjson refuses) ---------------------------------------------
 
 
 def _default(value: Any) -> Any:
-    """Convert a value orjson does not handle natively; never raises."""
+    """Convert a value the walk meets that is not plain JSON; never raises."""
     try:
         kind = type(value)
         convert = _converters.get(kind)
@@ -170,8 +239,8 @@ def _default(value: Any) -> Any:
         return _text_of(value)  # a broken container or buffer is still kept, as its text
 
 
-# Converter per exact type, so the hook costs one dict lookup instead of a chain of
-# isinstance checks (opaque keys such as CourseKey come through here on the fast path).
+# Converter per exact type, so a value costs one dict lookup instead of a chain of
+# isinstance checks (opaque keys such as CourseKey come through here).
 _converters: dict[type, Callable[[Any], Any]] = {}
 _CONVERTER_CACHE_SIZE = 256  # bounded: classes made at run time must not pile up
 
@@ -187,6 +256,14 @@ def _converter_for(kind: type) -> Callable[[Any], Any]:
         return float.__float__
     if issubclass(kind, Mapping):
         return dict
+    if issubclass(kind, datetime.datetime):
+        return _datetime_value
+    if issubclass(kind, (datetime.date, datetime.time)):
+        return _date_or_time_value
+    if issubclass(kind, uuid.UUID):
+        return _uuid_text
+    if dataclasses.is_dataclass(kind):
+        return _dataclass_fields
     return _text_of
 
 
@@ -208,11 +285,53 @@ def _decimal_value(number: Decimal) -> Any:
     return str(number)
 
 
+def _datetime_value(value: datetime.datetime) -> Any:
+    try:
+        return datetime_json(value)
+    except Exception:
+        return "<unprintable datetime>"
+
+
+def _date_or_time_value(value: datetime.date | datetime.time) -> Any:
+    if isinstance(value, datetime.time) and value.tzinfo is not None:
+        return _text_of(value)  # orjson refuses an aware time; str() is ISO 8601 too
+    # A plain copy: orjson then meets neither a subclass's methods nor a tzinfo.
+    if isinstance(value, datetime.date):
+        plain: Any = datetime.date(value.year, value.month, value.day)
+    else:
+        plain = datetime.time(value.hour, value.minute, value.second, value.microsecond)
+    return _fragment(_dumps(plain, option=_OPTIONS))
+
+
+def _uuid_text(value: uuid.UUID) -> str:
+    return str(uuid.UUID(int=value.int))  # the canonical form, whatever a subclass's str() says
+
+
+def _dataclass_fields(value: Any) -> dict:
+    # What orjson writes for a dataclass: its instance dict, or its slots, without "_" names.
+    attributes = getattr(value, "__dict__", None)
+    if attributes is not None:
+        return {key: item for key, item in dict(attributes).items() if not str(key).startswith("_")}
+    names = [field.name for field in dataclasses.fields(value)]
+    return {name: getattr(value, name) for name in names if not name.startswith("_")}
+
+
 def _text_of(value: Any) -> str:
     try:
         return str(value)
     except Exception:
         return f"<unprintable {type(value).__name__}>"
+
+
+def text_of(value: Any) -> str:
+    """``value`` as text by the rules above, never raising: a string as it is, an integer
+    in decimal (``hex()`` past Python's digit limit), anything else ``str(value)`` or
+    ``"<unprintable TypeName>"``. For text built from event values (the page url)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_text(int.__int__(value))
+    return _text_of(value)
 
 
 # --- coercing walk (only when the fast path refused the message) --------------------------------------
@@ -221,17 +340,19 @@ def _text_of(value: Any) -> str:
 class _Trouble(Exception):
     """Raised inside the walk; collects the path while it unwinds, so the walk tracks none."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, word: str = "unserializable") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.word = word
         self.path: list[str | int] = []  # innermost first
 
 
 def _encode_coerced(message: Any) -> bytes:
     try:
+        # The copy is fresh plain data no other thread can reach: orjson runs no Python on it.
         return orjson.dumps(_coerce(message, 1, set()), option=_OPTIONS)
     except _Trouble as trouble:
-        raise Unserializable(f"{trouble.reason} at {_path_text(trouble.path)}") from None
+        raise Unserializable(f"{trouble.reason} at {_path_text(trouble.path)}", trouble.word) from None
     except RecursionError:
         raise Unserializable("nesting too deep for the interpreter stack") from None
     except Exception as error:
@@ -260,14 +381,12 @@ def _coerce(value: Any, depth: int, active: set[int]) -> Any:
         return _coerce(int.__int__(value), depth, active)
     if isinstance(value, Enum):
         return _coerce(value.value, depth, active)
-    if isinstance(value, _HOOKED_TYPES):
-        return _coerce(_default(value), depth, active)
-    # datetime, date, time, UUID, dataclass, opaque keys...: let orjson write it
-    # alone so the text is exactly what the fast path would have produced.
-    try:
-        return orjson.Fragment(orjson.dumps(value, default=_default, option=_OPTIONS))
-    except Exception:
-        return _coerce(_default(value), depth, active)
+    if isinstance(value, orjson.Fragment):
+        return value
+    converted = _default(value)
+    if converted is value:  # a converter handing back what it got: keep its text
+        return _clean_text(_text_of(value))
+    return _coerce(converted, depth, active)
 
 
 def _coerce_dict(mapping: dict, depth: int, active: set[int]) -> dict:
@@ -281,6 +400,10 @@ def _coerce_dict(mapping: dict, depth: int, active: set[int]) -> dict:
     except _Trouble as trouble:
         trouble.path.append(_key_text(key))
         raise
+    except RecursionError:
+        raise
+    except RuntimeError:  # "dictionary changed size during iteration": another thread wrote
+        raise _Trouble("changed while being encoded", "changed_during_send") from None
     active.discard(id(mapping))
     return result
 
@@ -289,6 +412,8 @@ def _coerce_list(items: list, depth: int, active: set[int]) -> list:
     _enter(items, depth, active)
     result: list = []
     try:
+        # A list iterator re-checks the length at each step: a list another thread changes
+        # meanwhile gives some version of its items, never freed memory.
         for item in items:
             result.append(_coerce(item, depth + 1, active))
     except _Trouble as trouble:
@@ -320,11 +445,10 @@ def _key_text(key: Any) -> str:
     if isinstance(key, Enum):
         return _key_text(key.value)
     if isinstance(key, (datetime.date, datetime.time)):
-        try:
-            # orjson writes these as a quoted string with nothing to escape.
-            return orjson.dumps(key, option=_OPTIONS)[1:-1].decode()
-        except Exception:
-            return _clean_text(_text_of(key))
+        written = _default(key)  # a Fragment of quoted text with nothing to escape, or text
+        if isinstance(written, orjson.Fragment):
+            return orjson.loads(orjson.dumps(written))
+        return _clean_text(written)
     if isinstance(key, (bytes, bytearray, memoryview)):
         return _clean_text(_default(key))  # never raises, and gives text for bytes-like
     return _clean_text(_text_of(key))

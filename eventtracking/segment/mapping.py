@@ -33,11 +33,12 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from eventtracking import __version__
 from eventtracking.segment import privacy
+from eventtracking.segment.encoding import text_of
 
 UTC = datetime.timezone.utc
 LIBRARY = {"name": "eventtracking-segment", "version": __version__}
@@ -66,6 +67,9 @@ class MappingOptions:
     exclude_fields: tuple[str, ...] = ()
     anonymize_ip: bool = False
     anonymous_id_field: Optional[str] = None
+    # Compiled by __post_init__ (frozen: through object.__setattr__); not arguments.
+    _excluded: tuple[tuple[str, ...], ...] = field(default=(), init=False, repr=False, compare=False)
+    _anonymous_path: Optional[tuple[str, ...]] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Validated once, at construction, so a typo is a configuration error, not a skip.
@@ -156,7 +160,10 @@ def segment_context(context: Mapping) -> dict:
         host = context.get("host")
         if host:
             # Segment ignores the scheme for GA but extracts host and path from the url.
-            url = f"https://{host}{path}"
+            if type(host) is str and type(path) is str:
+                url = f"https://{host}{path}"
+            else:  # whatever they are, as text by the encoder's rules (a str() may raise)
+                url = f"https://{text_of(host)}{text_of(path)}"
     if path is not None or referer is not None or url is not None:
         page = {}
         if path is not None:

@@ -86,6 +86,7 @@ def without_paths(event: Mapping, paths: Iterable[Path]) -> dict:
     Nested Mappings that are copied come back as plain dicts.
     """
     result = dict(event)
+    parent: Any  # a dict along the path (copied first unless this call made it)
     copies = {id(result)}  # dicts this call created, hence free to mutate
     for path in paths:
         segments = path.split(".") if isinstance(path, str) else path

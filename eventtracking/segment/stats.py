@@ -56,4 +56,4 @@ class Counters:
 
     def reset_after_fork(self) -> None:
         """The child counts its own work; the parent's lock may have been held at fork time."""
-        self.__init__()
+        Counters.__init__(self)

@@ -1,0 +1,301 @@
+"""Every example in README.rst is run, and its output checked against what the README says.
+
+The conventions (follow them when you add to the README):
+
+* ``.. code-block:: python`` -- a Python example. It runs as a script in a subprocess (the
+  project's Python, a scratch copy of the checkout as the working directory, with
+  ``SEGMENT_WRITE_KEY`` set to a dummy key) and must exit with status 0. Make it complete: its
+  imports, the names it uses (``SEGMENT_WRITE_KEY = os.environ["SEGMENT_WRITE_KEY"]``), and
+  assertions for what it claims. A block that assigns ``EVENT_TRACKING_BACKENDS`` (settings) is
+  also built through :func:`eventtracking.loader.load`, so every ENGINE and option in it must
+  load; what it builds is closed again without sending anything.
+* ``.. code-block:: text`` right after a python block -- what that block prints (see matching).
+* ``.. code-block:: console`` -- shell commands: each ``$ `` line is a command, run by bash in
+  the scratch copy (the lines of one block in one shell, so ``cd`` and ``.`` carry over), with
+  the checkout's ``.venv/bin`` first on ``PATH`` as after ``. .venv/bin/activate``. The lines
+  after a command, up to the next ``$``, are what it prints (stdout and stderr). Its exit status
+  must be 0, unless its output shows a line ``exit status N: ...`` (the replay summary's), then N.
+* Matching output: each non-blank line shown must appear in the real output, in that order
+  (other lines may come between); runs of spaces count as one; ``...`` in a line stands for
+  any text (times, paths, ports).
+* ``::`` literal blocks are not run: diagrams, figures, and synopses of commands with
+  placeholders (``eventtracking deadletters list --spool DIR``). So that no example hides there,
+  a literal block may hold no ``$`` prompt, no Python statement, and no command line
+  (``eventtracking``, ``python``, ``pip``, ``make``...) without an UPPERCASE placeholder, except
+  the commands that are the test suite itself or take minutes (:data:`NOT_RUN`).
+
+The scratch copy holds the checkout's files as a fresh clone would (``git ls-files``, plus files
+not yet committed), with ``.venv`` and ``.envs`` linked to the checkout's (``make demo`` then
+finds its environment built). pip runs offline there: ``PIP_NO_INDEX`` and ``PIP_FIND_LINKS``
+point at the wheels ``make test`` downloaded into ``.envs/wheelhouse``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.rst"
+WHEELS = REPO / ".envs" / "wheelhouse"  # made by make test (the Makefile's WHEELHOUSE)
+TIMEOUT = 300  # seconds for one block (an install builds a wheel)
+NOT_RUN = {"make test", "make bench", "make lint"}  # the test suite itself; minutes of benchmarks
+COMMAND_WORDS = ("eventtracking", "python", "python3", "pip", "make", "git", ".venv/", "curl", "gunicorn")
+PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b")  # DIR, KEY, URL, FILE, PATH, DB...
+PYTHON_STATEMENT = re.compile(r"^(import |from \S+ import |[A-Za-z_][\w.]* = |>>> |def |class )")
+WRITE_KEY_VARIABLES = ("SEGMENT_WRITE_KEY", "EVENTTRACKING_WRITE_KEY", "EVENTTRACKING_COLLECTOR_WRITE_KEY")
+
+
+@dataclass
+class Block:
+    kind: str  # "python", "console", "text", or "literal" (a :: block)
+    line: int  # where its content starts in README.rst (1-based)
+    text: str
+
+    def __str__(self) -> str:
+        return f"README.rst:{self.line} ({self.kind} block)"
+
+
+def parse_blocks(source: str) -> List[Block]:
+    """The README's code blocks, in order."""
+    lines = source.splitlines()
+    blocks: List[Block] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        directive = re.match(r"^(\s*)\.\. code-block::\s*(\w+)\s*$", line)
+        literal = line.rstrip().endswith("::") and not line.lstrip().startswith("..")
+        if not (directive or literal):
+            index += 1
+            continue
+        indent = len(line) - len(line.lstrip())
+        kind = directive.group(2) if directive else "literal"
+        index += 1
+        while index < len(lines) and re.match(r"^\s+:\w[\w-]*:", lines[index]):  # directive options
+            index += 1
+        content: List[str] = []
+        start = index + 1
+        while index < len(lines):
+            current = lines[index]
+            if current.strip() and len(current) - len(current.lstrip()) <= indent:
+                break
+            content.append(current)
+            index += 1
+        text = textwrap.dedent("\n".join(content)).strip("\n")
+        if text:
+            blocks.append(Block(kind, start + next(i for i, c in enumerate(content) if c.strip()) - 1, text))
+    return blocks
+
+
+BLOCKS = parse_blocks(README.read_text(encoding="utf-8"))
+
+
+def block_id(block: Block) -> str:
+    return f"line{block.line}"
+
+
+# -- the scratch copy ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """A copy of the checkout as a fresh clone has it (plus uncommitted files), .venv linked."""
+    root = tmp_path_factory.mktemp("readme") / "checkout"
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, check=True, timeout=60,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)  # keeps mtimes: make sees .venv up to date
+    for environment in (".venv", ".envs"):
+        (root / environment).symlink_to(REPO / environment, target_is_directory=True)
+    return root
+
+
+def environment() -> dict:
+    env = {name: value for name, value in os.environ.items() if name not in WRITE_KEY_VARIABLES}
+    env["PATH"] = os.pathsep.join([str(REPO / ".venv" / "bin"), env.get("PATH", "")])
+    env["VIRTUAL_ENV"] = str(REPO / ".venv")
+    env["PIP_NO_INDEX"] = "1"  # tests use no network: the wheels make test downloaded
+    env["PIP_FIND_LINKS"] = str(WHEELS)
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["COLUMNS"] = "100"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+# -- matching ------------------------------------------------------------------------------------
+
+
+def normalise(line: str) -> str:
+    return " ".join(line.split())
+
+
+def matches(expected: str, actual: str) -> bool:
+    pattern = ".*".join(re.escape(part) for part in normalise(expected).split("..."))
+    return re.fullmatch(pattern, normalise(actual)) is not None
+
+
+def missing_lines(expected: str, output: str) -> List[str]:
+    """The expected lines not found, in order, in ``output`` (empty when all are there)."""
+    actual = [line for line in output.splitlines() if line.strip()]
+    position = 0
+    missing = []
+    for line in (line for line in expected.splitlines() if line.strip()):
+        found = next((i for i in range(position, len(actual)) if matches(line, actual[i])), None)
+        if found is None:
+            missing.append(line)
+        else:
+            position = found + 1
+    return missing
+
+
+def expected_status(expected: str) -> int:
+    status = re.search(r"^\s*exit status (\d+):", expected, re.MULTILINE)
+    return int(status.group(1)) if status else 0
+
+
+# -- python blocks -------------------------------------------------------------------------------
+
+SETTINGS_CHECK = '''
+
+# Added by tests/test_readme.py: the settings load through the loader, and are closed again.
+from eventtracking import loader as _loader
+
+def _close(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            _close(value)
+    elif hasattr(tree, "backends"):
+        _close(tree.backends)
+    if hasattr(tree, "close"):
+        tree.close(0)
+
+_close(_loader.load(EVENT_TRACKING_BACKENDS))
+'''
+
+
+def expected_output_of(block: Block) -> Optional[str]:
+    following = BLOCKS.index(block) + 1
+    if following < len(BLOCKS) and BLOCKS[following].kind == "text":
+        return BLOCKS[following].text
+    return None
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "python"], ids=block_id)
+def test_python_block_runs(block: Block, scratch: Path, tmp_path: Path):
+    code = block.text
+    if re.search(r"^EVENT_TRACKING_BACKENDS\s*=", code, re.MULTILINE):
+        code += SETTINGS_CHECK
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    env = environment()
+    env["SEGMENT_WRITE_KEY"] = "readme-example-key"
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=scratch, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert result.returncode == 0, f"{block} failed:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, f"{block} printed a traceback:\n{result.stderr}"
+    expected = expected_output_of(block)
+    if expected is not None:
+        missing = missing_lines(expected, result.stdout)
+        assert not missing, f"{block}: not printed: {missing}\n--- printed:\n{result.stdout}"
+
+
+# -- console blocks ------------------------------------------------------------------------------
+
+
+def commands_of(block: Block) -> List[Tuple[str, str]]:
+    """``(command, expected output)`` for each ``$`` line of a console block."""
+    commands: List[Tuple[str, List[str]]] = []
+    for line in block.text.splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        elif commands:
+            commands[-1][1].append(line)
+        elif line.strip():
+            raise AssertionError(f"{block}: output before the first $ command: {line!r}")
+    return [(command, "\n".join(output)) for command, output in commands]
+
+
+def run_console(block: Block, cwd: Path) -> List[Tuple[str, int, str]]:
+    """Run the block's commands in one bash; ``(command, status, output)`` for each."""
+    script = ["set +e"]
+    for index, (command, _) in enumerate(commands_of(block)):
+        script.append(f"printf '\\n@@command {index}@@\\n'")
+        script.append(command)
+        script.append(f"printf '\\n@@status {index} %s@@\\n' \"$?\"")
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script) + "\n"],
+        cwd=cwd,
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    outcomes = []
+    for index, (command, _) in enumerate(commands_of(block)):
+        match = re.search(rf"@@command {index}@@\n(.*?)\n@@status {index} (\d+)@@", result.stdout, re.S)
+        assert match, f"{block}: `{command}` did not finish:\n{result.stdout}"
+        outcomes.append((command, int(match.group(2)), match.group(1)))
+    return outcomes
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "console"], ids=block_id)
+def test_console_block_runs_and_prints_what_the_readme_says(block: Block, scratch: Path):
+    for (command, expected), (_, status, output) in zip(commands_of(block), run_console(block, scratch)):
+        assert status == expected_status(expected), f"{block}: `{command}` exited {status}:\n{output}"
+        missing = missing_lines(expected, output)
+        assert not missing, f"{block}: `{command}` did not print {missing}\n--- it printed:\n{output}"
+        assert "Traceback" not in output, f"{block}: `{command}` printed a traceback:\n{output}"
+
+
+# -- literal blocks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "literal"], ids=block_id)
+def test_literal_blocks_hide_no_runnable_example(block: Block):
+    for line in block.text.splitlines():
+        stripped = line.strip()
+        assert not stripped.startswith("$ "), f"{block}: a $ prompt: make it a console block"
+        assert not PYTHON_STATEMENT.match(stripped), f"{block}: Python: make it a python block: {stripped}"
+        command = stripped.split("#")[0].strip()
+        if command.split(" ")[0].startswith(COMMAND_WORDS) and command not in NOT_RUN:
+            assert PLACEHOLDER.search(command), (
+                f"{block}: `{command}` can be run as it is: put it in a console block (with its output)"
+            )
+
+
+def test_the_readme_has_examples_of_each_kind():
+    kinds = {block.kind for block in BLOCKS}
+    assert {"python", "console", "literal"} <= kinds
+    assert not [b for b in BLOCKS if b.kind not in ("python", "console", "text", "literal")], (
+        "only python, console and text code blocks are known to tests/test_readme.py"
+    )
+    texts = [b for b in BLOCKS if b.kind == "text"]
+    for block in texts:
+        previous = BLOCKS[BLOCKS.index(block) - 1]
+        assert previous.kind == "python", f"{block} follows no python block: whose output is it?"
+
+
+def test_the_matching_rules():
+    output = "replay summary\n  lines read            30 in 1 input\n  elapsed  0.2 s (150 lines/s)\n"
+    shown = "replay summary\nlines read 30 in 1 input\nelapsed ... s (... lines/s)"
+    assert missing_lines(shown, output) == []
+    assert missing_lines("elapsed ... lines/s)\nreplay summary", output) == ["replay summary"]  # in order
+    assert missing_lines("lines read 31 in 1 input", output) == ["lines read 31 in 1 input"]
+    assert expected_status("...\nexit status 1: 2 lines unreadable") == 1 and expected_status("ok") == 0
