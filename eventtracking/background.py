@@ -238,6 +238,8 @@ def _install_sigterm_handler() -> None:
     if _sigterm_decided or threading.current_thread() is not threading.main_thread():
         return
     _sigterm_decided = True
+    if getpid() == 1:  # a container's init: SIGTERM's default action is to be ignored; keep that
+        return
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _on_sigterm)
