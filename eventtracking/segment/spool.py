@@ -33,14 +33,16 @@ processes are adopted and delivered by a live one. Contract: the methods and mea
   segment that cannot be read is skipped and counted ``corrupt``; a file that cannot be deleted
   stays until a later acknowledgement or process deletes it). The constructor raises for a
   directory it cannot create or use (:class:`SpoolUnsafe` for one that others can write); a full
-  disk does not stop it: it then starts with its events in memory (warned, counted) and creates
-  its part as soon as it can, while it delivers what other processes left.
+  disk does not stop it: when its part cannot be created, events are kept in memory (warned,
+  counted) and creation is tried again every ``scan_interval``, while it delivers what other
+  processes left.
 
 Processes and parts:
 
-* Each Spool creates ``part-<pid>-<random>`` (built as ``.new-...`` and renamed once its ``lock``
-  is held, so no other process ever sees it unlocked) and holds an exclusive ``flock`` on its
-  ``lock`` for as long as it is open. The kernel releases it when the process dies, however it
+* Each Spool creates ``part-<pid>-<random>`` at its first write (so a process that never writes,
+  such as a preforking server's master, leaves none), built as ``.new-...`` and renamed once its
+  ``lock`` is held, so no other process ever sees it unlocked, and holds an exclusive ``flock``
+  on its ``lock`` for as long as it is open. The kernel releases it when the process dies, however it
   dies. Names carry a random token, so a new process that reuses a dead one's pid never takes
   the dead one's part for its own; liveness is the lock, never the pid.
 * Every ``scan_interval`` seconds (1 s) the sender thread, and the constructor once, list the
@@ -51,7 +53,7 @@ Processes and parts:
   the lock file open sees it unlinked after the removal and leaves it. A part left half-drained
   by a Spool that closed (or died) is adopted again later from its last acknowledged position.
 * After ``fork()`` the child leaves the parent's part (and what the parent adopted) to the
-  parent and creates a part of its own (``discard_inherited``): it closes its copies of the
+  parent and writes to a part of its own (``discard_inherited``): it closes its copies of the
   parent's descriptors without unlocking them, which would release the parent's lock.
 * ``max_bytes`` bounds the whole directory: this process's unacknowledged records, what it
   adopted, and the segment files of the other live parts as measured at the last scan (so other
@@ -449,12 +451,6 @@ class Spool(SenderWait):
         self.scan_interval = scan_interval
         prepare_directory(self.directory)
         self._reset_state()
-        try:
-            self._open_part()
-        except OSError as error:
-            if error.errno not in _DISK_FULL:
-                raise
-            self._part_failed(error)
         self._scan()
 
     def _reset_state(self) -> None:
@@ -470,6 +466,7 @@ class Spool(SenderWait):
         self._part_dir: Optional[str] = None
         self._part_name: Optional[str] = None
         self._lock_fd = self._ack_fd = self._write_fd = -1
+        self._part_retry_at = 0.0  # after a failure to create the part: not before this time
         self._write_segment, self._write_offset = 1, _START
         # Not yet taken, in order: first the memory copies (record, segment, end offset), then
         # from _disk_from on what is only on disk. Puts go to memory only while nothing is
@@ -538,6 +535,20 @@ class Spool(SenderWait):
             log.warning("spool %s: part %s created: events are durable again", self.directory, name)
             self._write_error = None
 
+    def _create_part(self) -> bool:
+        """Create this process's part at its first write (a process that never writes, such as
+        a preforking server's master, leaves none behind); after a failure, not again for
+        ``scan_interval`` (lock held)."""
+        if self._closed or time.monotonic() < self._part_retry_at:
+            return False
+        try:
+            self._open_part()
+            return True
+        except OSError as error:
+            self._part_retry_at = time.monotonic() + self.scan_interval
+            self._part_failed(error)
+            return False
+
     def _part_failed(self, error: OSError) -> None:
         if self._write_error is None:
             log.warning(
@@ -573,7 +584,7 @@ class Spool(SenderWait):
     def _append(self, items: list[bytes], records: list[bytes]) -> bool:
         """Write ``records`` (encoding ``items``) at the tail with one write, then queue ``items``;
         all or nothing: False, with nothing queued, when the write fails (lock held)."""
-        if self._write_fd < 0:
+        if self._write_fd < 0 and not self._create_part():
             return False
         data = b"".join(records)
         start = self._write_offset
@@ -887,14 +898,6 @@ class Spool(SenderWait):
     def _scan(self) -> None:
         """Adopt the parts whose owner is gone; measure the live ones (no lock held while it reads)."""
         self._next_scan = time.monotonic() + self.scan_interval
-        if self._part_dir is None:
-            with self._lock:
-                if self._closed or self._part_dir is not None:
-                    return
-                try:
-                    self._open_part()
-                except OSError as error:
-                    self._part_failed(error)
         try:
             entries = list(os.scandir(self.directory))
         except OSError as error:
@@ -1097,18 +1100,14 @@ class Spool(SenderWait):
             self._idle.notify_all()
 
     def discard_inherited(self) -> Spool:
-        """After ``fork()`` in the child: leave the parent's part and adopted parts to the parent
-        and start a part of this process's own; return this spool, now the child's.
+        """After ``fork()`` in the child: leave the parent's part and adopted parts to the parent;
+        the child's own part is created at its first write. Return this spool, now the child's.
 
         Only ``close`` the inherited descriptors: ``flock(LOCK_UN)`` on them would release the
         parent's locks. The locks are not taken: a thread of the parent may have held them.
         """
         self._forget_inherited()
         self._reset_state()
-        try:
-            self._open_part()
-        except OSError as error:  # the scan tries again; meanwhile memory, warned and counted
-            self._part_failed(error)
         return self
 
     def _forget_inherited(self) -> None:
@@ -1133,6 +1132,8 @@ def prepare_directory(directory: str) -> None:
     status = os.stat(directory)
     if not stat.S_ISDIR(status.st_mode):
         raise NotADirectoryError(errno.ENOTDIR, "spool_dir is not a directory", directory)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "spool_dir is not writable by this user", directory)
     mode = stat.S_IMODE(status.st_mode)
     if not mode & 0o022:
         return
