@@ -11,6 +11,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from eventtracking import background
 from eventtracking.asgi import deliver_on_shutdown
 
@@ -208,6 +210,12 @@ class Owner:
         self.closed += 1
         background.unregister(self)
         return True
+
+
+@pytest.fixture(autouse=True)
+def own_registry(monkeypatch):
+    """An empty registry per test: the lifespan's close_all() must not close other tests' backends."""
+    monkeypatch.setattr(background, "_owners", {})
 
 
 def run_lifespan(app) -> list:
