@@ -10,14 +10,15 @@ through to a SegmentBackend in owned mode, pointed at the collector.
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import tempfile
 
 from eventtracking import tracker
+from eventtracking.cli.received import format_table
 from eventtracking.collector import Collector
 from eventtracking.loader import load
+from eventtracking.wording import plural
 
 WHITELIST = ["edx.course.enrollment.activated", "edx.video.played"]
 
@@ -71,13 +72,6 @@ def emit_some_events(app_tracker: tracker.Tracker) -> None:
         app_tracker.emit("edx.video.played", {"id": "teaser"})  # no user id: skipped by rule
 
 
-def table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def main() -> int:
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -91,13 +85,9 @@ def main() -> int:
         if not segment.flush(timeout=10):
             print("flush timed out", file=sys.stderr)
             return 1
-        rows = [["event", "userId", "page url", "timestamp"]]
-        for message in collector.messages():
-            url = message.get("context", {}).get("page", {}).get("url", "")
-            when = datetime.datetime.fromisoformat(message["timestamp"]).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-            rows.append([message["event"], message.get("userId", ""), url, when + "Z"])
-        print(f"\nthe collector received {len(rows) - 1} track messages:\n")
-        print(table(rows))
+        messages = collector.messages()
+        print(f"\nthe collector received {plural(len(messages), 'track message')}:\n")
+        print(format_table(list(enumerate(messages, 1))), end="")  # as `eventtracking received` shows it
         stats = segment.stats()
         print(
             f"\nSegmentBackend: accepted {stats['accepted']}, delivered {stats['delivered']}, "

@@ -149,7 +149,10 @@ def test_collect_with_a_write_key_refuses_others_and_never_prints_the_key(tmp_pa
         assert request(port, "POST", "/v1/batch", {"batch": sample_batch()})[0] == 401
         basic = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
         assert request(port, "POST", "/v1/batch", {"batch": sample_batch()}, basic)[0] == 200
-        assert request(port, "POST", "/v1/batch", {"batch": sample_batch(), "writeKey": key})[0] == 200
+        # Checked from the headers before the body is read: a key in the body does not count.
+        assert request(port, "POST", "/v1/batch", {"batch": sample_batch(), "writeKey": key})[0] == 401
+        assert request(port, "GET", "/health")[0] == 401
+        assert request(port, "GET", "/health", None, basic)[0] == 200
     finally:
         returncode, out, err = stop(process)
     assert returncode == 0, err

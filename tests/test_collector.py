@@ -202,7 +202,7 @@ def test_chunked_request_body_is_accepted(collector):
     "headers, body_key, expected",
     [
         (basic_auth(WRITE_KEY), None, 200),
-        ({}, WRITE_KEY, 200),
+        ({}, WRITE_KEY, 401),  # the key is checked before the body is read: a body key is none
         (basic_auth(WRITE_KEY), "ignored-when-basic-is-present", 200),
         (basic_auth("wrong"), None, 401),
         (basic_auth("wrong"), WRITE_KEY, 401),  # Basic wins over the body
@@ -224,9 +224,11 @@ def test_write_key_is_required_when_configured(keyed_collector, headers, body_ke
         assert keyed_collector.requests["refused"] == 1
 
 
-def test_single_message_route_takes_the_key_from_the_message(keyed_collector):
+def test_single_message_routes_need_the_key_in_basic_auth(keyed_collector):
     assert post(keyed_collector, "/v1/identify", {"userId": "u1", "writeKey": "wrong"})[0] == 401
-    assert post(keyed_collector, "/v1/identify", {"userId": "u1", "writeKey": WRITE_KEY})[0] == 200
+    assert post(keyed_collector, "/v1/identify", {"userId": "u1", "writeKey": WRITE_KEY})[0] == 401
+    good = basic_auth(WRITE_KEY)
+    assert post(keyed_collector, "/v1/identify", {"userId": "u1", "writeKey": "x"}, headers=good)[0] == 200
     assert keyed_collector.messages() == [{"userId": "u1", "type": "identify"}]  # writeKey not stored
 
 
@@ -243,12 +245,13 @@ def test_write_key_is_never_logged_or_stored(tmp_path, caplog, capfd):
     with Collector(db_path=db_path, write_key=WRITE_KEY) as collector:
         good, wrong = basic_auth(WRITE_KEY), basic_auth(WRITE_KEY + "x")
         assert post(collector, "/v1/batch", {"batch": [track(writeKey=WRITE_KEY)]}, headers=good)[0] == 200
-        assert post(collector, "/v1/batch", {"batch": [track()], "writeKey": WRITE_KEY})[0] == 200
-        assert post(collector, "/v1/track", {"event": "x", "writeKey": WRITE_KEY})[0] == 200
+        keyed_body = {"batch": [track()], "writeKey": WRITE_KEY}
+        assert post(collector, "/v1/batch", keyed_body, headers=good)[0] == 200
+        assert post(collector, "/v1/track", {"event": "x", "writeKey": WRITE_KEY}, headers=good)[0] == 200
         assert post(collector, "/v1/batch", {"batch": [track()]}, headers=wrong)[0] == 401
         assert post(collector, "/v1/batch", {"batch": [track()], "writeKey": "x" + WRITE_KEY})[0] == 401
         not_json = b'{"writeKey": "' + WRITE_KEY.encode() + b'", NaN}'
-        assert post(collector, "/v1/batch", body=not_json)[0] == 400
+        assert post(collector, "/v1/batch", body=not_json, headers=good)[0] == 400
         assert collector.count() == 3
         bodies = [orjson.dumps(m) for m in collector.messages()]
     assert caplog.records, "the collector should log at DEBUG (this test checks those lines)"
@@ -567,7 +570,8 @@ def test_fault_status_answers_the_next_requests_then_stops(collector):
         conn.close()
     assert statuses == [503, 503, 503, 200]
     assert collector.count() == 1
-    assert collector.requests == {"accepted": 1, "refused": 0, "faulted": 3, "delayed": 0, "failed": 0}
+    expected = {"accepted": 1, "refused": 0, "faulted": 3, "delayed": 0, "failed": 0, "busy": 0}
+    assert collector.requests == expected
     assert collector.faults.pending == 0
 
 

@@ -18,6 +18,11 @@ The conventions (follow them when you add to the README):
 * Matching output: each non-blank line shown must appear in the real output, in that order
   (other lines may come between); runs of spaces count as one; ``...`` in a line stands for
   any text (times, paths, ports).
+* Benchmark figures: a ``::`` block introduced by a paragraph that names a script of
+  ``make bench`` (``benchmarks/NAME.py``) is that script's output. The script is run here with
+  small sizes (:data:`SMALL_BENCH`) and the block must have the shape of what it prints: the same
+  lines in the same order once numbers (or ``…``, a figure still to fill in), dicts and verdicts
+  are left out. So a figure in the README is always a line the command prints.
 * ``::`` literal blocks are not run: diagrams, figures, and synopses of commands with
   placeholders (``eventtracking deadletters list --spool DIR``). So that no example hides there,
   a literal block may hold no ``$`` prompt, no Python statement, and no command line
@@ -278,6 +283,62 @@ def test_literal_blocks_hide_no_runnable_example(block: Block):
             assert PLACEHOLDER.search(command), (
                 f"{block}: `{command}` can be run as it is: put it in a console block (with its output)"
             )
+
+
+# -- benchmark figures ---------------------------------------------------------------------------
+
+SMALL_BENCH = {  # arguments that keep each benchmark to seconds, with every line of its report
+    "bench.py": ["--events", "300", "--rounds", "1", "--burst", "3000", "--buffer-mb", "1"],
+    "bench_spool.py": ["--events", "300", "--rounds", "1"],
+    "bench_replay.py": ["--lines", "2000", "--rounds", "2"],
+    "bench_openedx.py": ["--events", "200", "--rounds", "1"],
+}
+
+
+def shape(line: str) -> str:
+    """A report line without its figures: what stays the same from run to run."""
+    line = re.sub(r"\{[^}]*\}", "{}", line)
+    line = re.sub(r"[\d…][\d,.…]*", "#", line)
+    line = re.sub(r"\s(ok|MISSED|FAIL)\s*$", "", line)
+    return " ".join(line.split())
+
+
+def bench_scripts() -> List[str]:
+    """The scripts ``make bench`` runs, in order."""
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^bench:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe, "no bench target in the Makefile"
+    return re.findall(r"benchmarks/(\w+\.py)", recipe.group(1))
+
+
+def figures_block(script: str) -> Block:
+    """The literal block whose introducing paragraph names ``benchmarks/SCRIPT``."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    found = []
+    for block in (b for b in BLOCKS if b.kind == "literal"):
+        start = block.line - 2  # the "::" line is above the blank line before the content
+        while start > 0 and not lines[start].rstrip().endswith("::"):
+            start -= 1
+        paragraph_start = start
+        while paragraph_start > 0 and lines[paragraph_start - 1].strip():
+            paragraph_start -= 1
+        if f"benchmarks/{script}" in " ".join(lines[paragraph_start : start + 1]):
+            found.append(block)
+    assert len(found) == 1, f"README.rst should show the figures of benchmarks/{script} in one :: block"
+    return found[0]
+
+
+@pytest.mark.parametrize("script", bench_scripts())
+def test_benchmark_figures_have_the_shape_the_script_prints(script: str):
+    block = figures_block(script)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *SMALL_BENCH[script]],
+        cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, env=environment(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    printed = [shape(line) for line in result.stdout.splitlines() if line.strip()]
+    shown = [shape(line) for line in block.text.splitlines() if line.strip()]
+    assert shown == printed, f"{block} is not what benchmarks/{script} prints:\n{result.stdout}"
 
 
 def test_the_readme_has_examples_of_each_kind():

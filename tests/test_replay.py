@@ -823,6 +823,7 @@ def test_an_unreachable_host_ends_with_the_reason_and_no_flood_of_warnings(tmp_p
     out, err = out.decode(), err.decode()
     assert process.returncode == 1, out + err
     assert err.count("flush timed out") <= 1
+    assert err.count("eventtracking replay: retrying: network error") == 1  # said once, while it retries
     assert "stopped early: deliveries failed (gave_up" in out
     failed = [line for line in out.splitlines() if line.startswith("  failed deliveries")]
     assert failed and "gave_up 30" in failed[0]

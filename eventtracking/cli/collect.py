@@ -1,7 +1,8 @@
 """``eventtracking collect``: run the local Segment-compatible collector until SIGINT/SIGTERM.
 
 The first line on stdout is exactly ``listening on http://HOST:PORT`` (flushed), so a parent
-process can read the port it got.
+process can read the port it got. It listens on loopback unless ``--allow-remote`` is given
+with another ``--host``; then a loud warning goes to stderr.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from eventtracking.cli.args import add_db, add_write_key, on_signals, write_key
 from eventtracking.collector import Collector
+from eventtracking.collector.server import is_loopback, remote_warning
 from eventtracking.wording import plural
 
 
@@ -28,7 +30,16 @@ def add_parser(subparsers: Any) -> None:
         "Prints 'listening on URL' first; stops cleanly on SIGINT/SIGTERM.",
     )
     collect.add_argument(
-        "--host", default="127.0.0.1", metavar="ADDRESS", help="address to bind (default: 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address to bind (default: 127.0.0.1); one that is not loopback needs --allow-remote",
+    )
+    collect.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host beyond loopback (other machines can then post to it, and read it "
+        "unless a write key is set)",
     )
     collect.add_argument(
         "--port", type=int, default=0, metavar="PORT", help="port to bind; 0 picks a free one (default)"
@@ -46,9 +57,20 @@ def run(args: argparse.Namespace) -> int:
     stop_requested = threading.Event()
     restore = on_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop_requested.set())
     try:
+        if not args.allow_remote and not is_loopback(args.host):
+            print(
+                f"eventtracking collect: {args.host} is not a loopback address; the collector is a "
+                "test peer with its data readable over HTTP: add --allow-remote to listen there anyway",
+                file=sys.stderr,
+            )
+            return 2
         try:
             collector = Collector(
-                db_path=args.db, host=args.host, port=args.port, write_key=write_key(args.write_key)
+                db_path=args.db,
+                host=args.host,
+                port=args.port,
+                write_key=write_key(args.write_key),
+                allow_remote=args.allow_remote,
             )
         except sqlite3.Error as exc:
             print(f"eventtracking collect: cannot open the database {args.db}: {exc}", file=sys.stderr)
@@ -61,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             return 1
         try:
             print(f"listening on {collector.url}", flush=True)
+            if not is_loopback(args.host):
+                print(remote_warning(collector.url, collector.has_write_key), file=sys.stderr, flush=True)
             if args.verbose:  # from here on: the line above is the one that says where it listens
                 logging.basicConfig(
                     level=logging.DEBUG if args.verbose > 1 else logging.INFO,

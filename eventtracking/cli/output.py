@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import orjson
 
-MAX_CELL = 60  # characters of one table cell; longer values are shortened with "..."
+MAX_CELL = 80  # characters of one table cell; longer values are shortened with "..."
 
 
 def cell(value: Any, width: int = MAX_CELL) -> str:

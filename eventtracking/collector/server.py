@@ -12,17 +12,38 @@ Routes (all JSON):
 A message request is refused whole (nothing stored) with a JSON body
 ``{"success": false, "code": ..., "message": reason, "reason": reason}`` (``code`` and
 ``message`` are what Segment's own clients read) when: the write key is wrong or missing
-and one is configured (401); the body is not strict JSON, has no non-empty batch, holds a
-message that is not an object or is over 32 KB as compact JSON, or is over 500 KB once
-decompressed (400); or it holds an event rejected by ``faults.reject_event`` (400).
+and one is configured (401); the body is not strict JSON, nests deeper than 254 levels, has
+no non-empty batch, holds a message that is not an object or is over 32 KB as compact JSON,
+or is over 500 KB raw or once decompressed (400); or it holds an event rejected by
+``faults.reject_event`` (400). Every bad input gets a 4xx, never a 500 (clients retry 5xx).
 Success is ``200 {"success": true}``.  The write key is never logged or stored.
+
+Safe to leave running (the limits, each tested with its measured figure):
+
+* It listens on loopback unless told otherwise: another address needs ``allow_remote=True``
+  (``eventtracking collect --allow-remote``) and is warned about loudly.
+* Once a write key is set, every route needs it (``GET /v1/received`` and ``/health`` too), as
+  the HTTP Basic username, checked from the headers before any body is read or decoded; a
+  ``writeKey`` in the body then counts for nothing (without a key it is accepted and dropped).
+* At most :data:`MAX_CONNECTIONS` connections at once (more are answered 503 and closed at
+  once, without a thread); per request at most :data:`MAX_HEAD_BYTES` of request line and
+  headers and :data:`MAX_BODY_BYTES` of body are read (a longer body is refused unread and
+  the connection closed), a gzip body of at most :data:`MAX_GZIP_MEMBERS` members inflates to
+  at most 500 KB, and ``/v1/received`` answers at most :data:`MAX_RECEIVED_LIMIT` messages.
+* A connection must deliver each complete request within ``idle_timeout`` seconds of opening
+  or of the previous answer (a total deadline, not a per-read timeout): a trickling client
+  is cut off then.
+* Database files are created 0600 (SQLite gives its ``-wal``/``-shm`` files the same mode).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+import http.client
+import ipaddress
 import logging
 import math
 import socket
@@ -40,15 +61,18 @@ import orjson
 
 from eventtracking.collector.faults import FaultPlan
 from eventtracking.collector.store import MessageStore, as_text, make_row
+from eventtracking.deadline import DEADLINES, shut_down
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BODY_BYTES = 500 * 1024
-# Bodies up to this size are read (then refused if too large) so the connection stays
-# usable; beyond it the collector answers and closes instead of reading.
-MAX_READ_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 500 * 1024  # raw, and once decompressed
+MAX_HEAD_BYTES = 128 * 1024  # request line and headers of one request (the line alone: 64 KiB)
+MAX_CONNECTIONS = 32
+MAX_GZIP_MEMBERS = 16  # a client sends one; many tiny members would make inflating quadratic
+MAX_JSON_DEPTH = 254  # what orjson can encode back; deeper valid JSON is refused with a 400
 DEFAULT_RECEIVED_LIMIT = 1000
+MAX_RECEIVED_LIMIT = 1000  # a larger limit is clamped: page on with ``after``
 
 # Route -> the message type it implies (None: a batch of typed messages).
 MESSAGE_ROUTES: Dict[str, Optional[str]] = {
@@ -62,6 +86,44 @@ MESSAGE_ROUTES: Dict[str, Optional[str]] = {
 }
 
 _SUCCESS = b'{"success":true}'
+_TOO_LARGE = "request body is over 500 KB (512000 bytes)"
+
+
+class _HeadBudget:
+    """The connection's reader, with a byte budget for ``readline`` (request line, headers,
+    trailers): past it, ``LineTooLong`` (the stdlib answers 431). The stdlib alone would read
+    100 header lines of 64 KiB each. ``raw`` reads without the budget (chunk sizes)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.budget = MAX_HEAD_BYTES
+
+    def readline(self, limit: int = -1) -> bytes:
+        allowed = self.budget + 1 if limit is None or limit < 0 else min(limit, self.budget + 1)
+        line = self.raw.readline(allowed)
+        self.budget -= len(line)
+        if self.budget < 0:
+            raise http.client.LineTooLong(f"request head over {MAX_HEAD_BYTES} bytes")
+        return line
+
+    def read(self, size: int = -1) -> bytes:
+        return self.raw.read(size)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.raw.closed
+
+
+def _busy_answer() -> bytes:
+    body = _error_body("busy", f"too many connections (at most {MAX_CONNECTIONS})")
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+        f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class Refusal(Exception):
@@ -96,11 +158,16 @@ def decode_body(raw: bytes, content_encoding: str) -> bytes:
 
 def _gunzip(raw: bytes, max_length: int) -> bytes:
     # Decompress at most max_length bytes so a small gzip bomb costs nothing; members
-    # may be concatenated (that is still one gzip stream).
+    # may be concatenated (that is still one gzip stream), up to MAX_GZIP_MEMBERS of them:
+    # each member copies what follows it, so unbounded members would cost quadratic time.
     parts: List[bytes] = []
     produced = 0
     remaining = raw
+    members = 0
     while remaining and produced < max_length:
+        members += 1
+        if members > MAX_GZIP_MEMBERS:
+            raise Refusal(400, "invalid_gzip", f"gzip body has more than {MAX_GZIP_MEMBERS} members")
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
             part = inflater.decompress(remaining, max_length - produced)
@@ -145,13 +212,12 @@ def encode_messages(
     Removes any ``writeKey`` (a secret) from the messages.  Raises :class:`Refusal` for a
     message that is not an object or is over 32 KB.
     """
-    dumps = orjson.dumps
     encoded: List[Tuple[dict, bytes]] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise Refusal(400, "invalid_request", f"batch[{index}] is not a JSON object")
         message.pop("writeKey", None)
-        text = dumps(message)
+        text = _dumps(message, index)
         if len(text) > MAX_MESSAGE_BYTES:
             raise Refusal(
                 400,
@@ -164,9 +230,18 @@ def encode_messages(
             message["context"] = (
                 {**batch_context, **own_context} if isinstance(own_context, dict) else batch_context
             )
-            text = dumps(message)
+            text = _dumps(message, index)
         encoded.append((message, text))
     return encoded
+
+
+def _dumps(message: dict, index: int) -> bytes:
+    try:
+        return orjson.dumps(message)
+    except orjson.JSONEncodeError:  # parsed, but nested deeper than orjson writes back
+        raise Refusal(
+            400, "invalid_request", f"batch[{index}] nests deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
 
 
 def key_from_basic_auth(header: str) -> Optional[str]:
@@ -205,6 +280,30 @@ class CollectorHandler(BaseHTTPRequestHandler):
         # Idle keep-alive connections (and stalled uploads) give up after this long.
         self.timeout = self.server.collector.idle_timeout  # type: ignore[misc]  # per connection
         super().setup()
+        self.rfile = _HeadBudget(self.rfile)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        # One total deadline for the whole request (idle wait, head, body, answer): the
+        # per-read timeout alone lets a client trickling a byte at a time stay forever.
+        cut_off = functools.partial(shut_down, self.connection)
+        token = DEADLINES.arm(self.server.collector.idle_timeout, cut_off)
+        self.rfile.budget = MAX_HEAD_BYTES  # type: ignore[attr-defined]
+        try:
+            super().handle_one_request()
+        finally:
+            DEADLINES.disarm(token)
+
+    def _check_key(self) -> None:
+        """Refuse (401) unless no key is configured or the Basic username is the key; checked
+        from the headers alone, before any body is read."""
+        expected = self.server.collector._write_key
+        if expected is None:
+            return
+        authorization = self.headers.get("Authorization")
+        if authorization is None:
+            raise Refusal(401, "unauthorized", "missing write key (send it as the HTTP Basic username)", True)
+        if not _same_key(key_from_basic_auth(authorization), expected):
+            raise Refusal(401, "unauthorized", "wrong write key", close=True)
 
     # -- routes -----------------------------------------------------------------------
 
@@ -214,6 +313,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
         if path not in MESSAGE_ROUTES and path.rstrip("/") in MESSAGE_ROUTES:
             path = path.rstrip("/")
         try:
+            self._check_key()
             if path not in MESSAGE_ROUTES:
                 self._discard_body()
                 raise Refusal(404, "not_found", f"no route POST {path[:200]}")
@@ -239,6 +339,12 @@ class CollectorHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/")
         store = self.server.collector.store
+        try:
+            self._check_key()
+        except Refusal as refusal:
+            refusal.close = False  # a GET has no body: the connection stays usable
+            self._refuse(refusal)
+            return
         if path == "/health":
             self._send_json(200, orjson.dumps({"status": "ok", "messages": store.count()}))
         elif path == "/v1/received":
@@ -281,8 +387,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             raise Refusal(400, "invalid_request", "bad Content-Length", close=True)
-        if length > MAX_READ_BYTES:
-            raise Refusal(400, "body_too_large", "request body is far over 500 KB", close=True)
+        if length > MAX_BODY_BYTES:
+            raise Refusal(400, "body_too_large", _TOO_LARGE, close=True)
         raw = self.rfile.read(length)
         return raw if len(raw) == length else None
 
@@ -295,10 +401,9 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _read_chunked(self) -> Optional[bytes]:
-        chunks: List[bytes] = []
-        total = 0
+        body = bytearray()  # one buffer: a list of 1-byte chunks would cost 40 bytes each
         while True:
-            size_line = self.rfile.readline(1024)
+            size_line = self.rfile.raw.readline(1024)  # type: ignore[attr-defined]
             if not size_line:
                 return None
             try:
@@ -307,17 +412,17 @@ class CollectorHandler(BaseHTTPRequestHandler):
                 raise Refusal(400, "invalid_request", "bad chunk size", close=True) from None
             if size == 0:
                 # Skip any trailer fields up to the blank line that ends the message.
+                self.rfile.budget = MAX_HEAD_BYTES  # type: ignore[attr-defined]
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass
-                return b"".join(chunks)
-            total += size
-            if total > MAX_READ_BYTES:
-                raise Refusal(400, "body_too_large", "request body is far over 500 KB", close=True)
+                return bytes(body)
+            if size < 0 or len(body) + size > MAX_BODY_BYTES:
+                raise Refusal(400, "body_too_large", _TOO_LARGE, close=True)
             chunk = self.rfile.read(size)
             if len(chunk) < size:
                 return None
-            chunks.append(chunk)
-            self.rfile.readline(3)  # the CRLF after each chunk
+            body += chunk
+            self.rfile.raw.readline(3)  # type: ignore[attr-defined]  # the CRLF after each chunk
 
     def _inject_fault(self) -> bool:
         """Apply the next queued fault; True if it answered (or dropped) the request."""
@@ -353,17 +458,11 @@ class CollectorHandler(BaseHTTPRequestHandler):
 
     def _ingest(self, implied_type: Optional[str], route: str, raw: bytes) -> None:
         collector = self.server.collector
-        expected_key = collector._write_key
-        authorization = self.headers.get("Authorization")
-        # HTTP Basic wins over a writeKey in the body; the body is only consulted without it.
-        if expected_key is not None and authorization is not None:
-            if not _same_key(key_from_basic_auth(authorization), expected_key):
-                raise Refusal(401, "unauthorized", "wrong write key")
+        # The key was checked from the headers before the body was read (see _authorized); a
+        # writeKey in the body is a secret to drop, not a credential.
         body = decode_body(raw, self.headers.get("Content-Encoding", ""))
         messages, document = parse_request_body(body, implied_type)
-        body_key = document.pop("writeKey", None)
-        if expected_key is not None and authorization is None and not _same_key(body_key, expected_key):
-            raise Refusal(401, "unauthorized", "missing or wrong write key")
+        document.pop("writeKey", None)
         batch_context = document.get("context") if implied_type is None else None
         encoded = encode_messages(messages, batch_context if isinstance(batch_context, dict) else None)
         rejected = collector.faults.rejected_event_in(message for message, _ in encoded)
@@ -406,6 +505,29 @@ class CollectorHandler(BaseHTTPRequestHandler):
             logger.debug("%s %s", self.address_string(), format % args)
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def remote_warning(url: str, has_key: bool) -> str:
+    """The loud line for a collector listening beyond loopback."""
+    exposure = (
+        "anyone who can reach it and knows the write key can post to it and read what it stored"
+        if has_key
+        else "there is NO write key: anyone who can reach it can post to it and read everything it stored"
+    )
+    return (
+        f"WARNING: the collector listens on {url}, beyond loopback: {exposure}; its traffic is "
+        "cleartext HTTP. It is a test peer, not a production server."
+    )
+
+
 def _received_query(query: str) -> Tuple[int, int, Optional[str]]:
     params = parse_qs(query)
 
@@ -420,7 +542,7 @@ def _received_query(query: str) -> Tuple[int, int, Optional[str]]:
         raise ValueError("after and limit must be integers") from None
     if not 0 <= after < 2**63 or not 1 <= limit < 2**63:  # SQLite integers are 64-bit
         raise ValueError("after must be >= 0 and limit >= 1 (64-bit integers)")
-    return after, limit, single("event")
+    return after, min(limit, MAX_RECEIVED_LIMIT), single("event")
 
 
 class CollectorHTTPServer(ThreadingHTTPServer):
@@ -445,7 +567,24 @@ class CollectorHTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
-            self._connections.add(request)
+            full = len(self._connections) >= self.collector.max_connections
+            if not full:
+                self._connections.add(request)
+        if full:
+            # No thread for it: a short answer fits the socket's buffer, then it is closed.
+            self.collector._count("busy")
+            try:
+                request.settimeout(0)
+                request.sendall(_busy_answer())
+                # Take what already arrived (bounded), so that closing sends no reset that
+                # could discard the answer before the client reads it.
+                for _ in range(16):
+                    if not request.recv(65536):
+                        break
+            except OSError:
+                pass
+            socketserver.TCPServer.shutdown_request(self, request)
+            return
         super().process_request(request, client_address)
 
     def shutdown_request(self, request: Any) -> None:
@@ -477,9 +616,15 @@ class Collector:
 
     ``db_path`` None or ``":memory:"`` keeps messages in memory; ``port`` 0 picks a free
     port (kept across stop()/start(), so a restarted collector comes back at the same
-    ``url``); ``write_key`` None accepts any key or none, otherwise requests must present
-    it (HTTP Basic username, or ``writeKey`` in the body when there is no Basic header).
+    ``url``); ``write_key`` None accepts any key or none, otherwise every request must
+    present it as the HTTP Basic username (a ``writeKey`` in the body does not count).
     Stored messages stay readable after :meth:`stop`; :meth:`close` also releases them.
+
+    ``host`` must be a loopback address unless ``allow_remote=True``, which logs a warning
+    when the collector starts (anyone who can reach the address can then post, and, without
+    a write key, read everything stored). ``idle_timeout`` is the total time a connection has
+    to deliver each complete request; ``max_connections`` bounds open connections. See the
+    module docstring for every limit.
     """
 
     def __init__(
@@ -489,15 +634,25 @@ class Collector:
         port: int = 0,
         write_key: Optional[str] = None,
         idle_timeout: float = 60.0,
+        *,
+        allow_remote: bool = False,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
+        if not allow_remote and not is_loopback(host):
+            raise ValueError(
+                f"the collector listens on loopback only: {host!r} is not a loopback address "
+                "(pass allow_remote=True, or --allow-remote on the command line, to listen there)"
+            )
         self.db_path = db_path
         self.host = host
         self.port = port
         self.idle_timeout = idle_timeout
+        self.allow_remote = allow_remote
+        self.max_connections = max_connections
         self._write_key = write_key
         self.faults = FaultPlan()
         self.store = MessageStore(db_path)
-        self._counters = {"accepted": 0, "refused": 0, "faulted": 0, "delayed": 0, "failed": 0}
+        self._counters = {"accepted": 0, "refused": 0, "faulted": 0, "delayed": 0, "failed": 0, "busy": 0}
         self._counters_lock = threading.Lock()
         self._server: Optional[CollectorHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
@@ -521,7 +676,14 @@ class Collector:
         )
         self._thread.start()
         logger.info("collector listening on %s", self.url)
+        if not is_loopback(self.host):
+            logger.warning(remote_warning(self.url, self.has_write_key))
         return self
+
+    @property
+    def has_write_key(self) -> bool:
+        """Whether requests must present a write key (the key itself is never exposed)."""
+        return self._write_key is not None
 
     @property
     def url(self) -> str:
@@ -552,7 +714,8 @@ class Collector:
         ``accepted``: stored, answered 200.  ``refused``: answered 4xx by validation or
         ``reject_event`` (401, 400, 404, ...).  ``faulted``: answered by an injected status
         or dropped.  ``delayed``: held by an injected delay (also counted by outcome).
-        ``failed``: collector errors (500).
+        ``failed``: collector errors (500).  ``busy``: connections turned away with a 503
+        because ``max_connections`` were open.
         """
         with self._counters_lock:
             return dict(self._counters)

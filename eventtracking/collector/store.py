@@ -3,13 +3,14 @@
 One connection, guarded by one lock: the collector's request threads append whole
 batches (one transaction each) and tests read from another thread.  Messages are kept
 in arrival order (``seq``), duplicates included, exactly as the client sent them minus
-any ``writeKey`` (a secret, never stored).
+any ``writeKey`` (a secret, never stored). A database file is created 0600.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -102,6 +103,8 @@ class MessageStore:
                 raise FileNotFoundError(f"no collector database at {self.path}: {exc}") from None
             self._db = reader
             return
+        if self.path != ":memory:":
+            _private_file(self.path)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         if self.path != ":memory:":
@@ -184,6 +187,19 @@ class MessageStore:
         """Release the database (an in-memory store loses its messages)."""
         with self._lock:
             self._db.close()
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` 0600 before SQLite does (it would follow the umask, 0644 by default);
+    SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. A file of ours that
+    others may read is made 0600 too: it holds every message, PII included."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        info = os.stat(path)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and info.st_mode & 0o077:
+            os.chmod(path, 0o600)
+    except OSError:
+        pass  # SQLite reports what is wrong with the path when it opens it
 
 
 def _uri_path(path: str) -> str:

@@ -286,6 +286,7 @@ class Replay:
         self._started = 0.0
         self._progress: Optional[Progress] = None
         self._stop_requested = False
+        self._said_retrying = False
 
     def stop(self) -> None:
         """Ask the run to stop reading (safe from a signal handler): it stops at a line boundary,
@@ -488,8 +489,8 @@ class Replay:
             time.sleep(wait)
             wait = min(wait * 2, DRAIN_POLL)
 
-    @staticmethod
-    def _stop_if_refused(stats: Dict[str, Any]) -> None:
+    def _stop_if_refused(self, stats: Dict[str, Any]) -> None:
+        self._say_retrying(stats)
         details = failure_details(stats)
         stopping = [
             f"{reason}: {details[reason]}" if details.get(reason) else reason
@@ -502,6 +503,21 @@ class Replay:
             raise StopReplay(
                 f"deliveries failed ({'; '.join(stopping)}): the destination is not taking events; "
                 "rerun later (with --checkpoint to resume where this run was acknowledged)"
+            )
+
+    def _say_retrying(self, stats: Dict[str, Any]) -> None:
+        """Say once, on stderr, that deliveries are being retried and why, while nothing has been
+        delivered yet: an unreachable destination is otherwise a long silence."""
+        if self._said_retrying or stats.get("delivered") or not stats.get("retries"):
+            return
+        error = stats.get("last_error")
+        if error:
+            self._said_retrying = True
+            print(
+                f"eventtracking replay: retrying: {error} (each batch is given up after the retry timeout, "
+                "--retry-timeout)",
+                file=sys.stderr,
+                flush=True,
             )
 
     def _save_checkpoint(self) -> None:

@@ -12,7 +12,7 @@ Contract of :meth:`HttpTransport.post`:
   (http://127.0.0.1:9)``.
 * One total deadline per request, ``timeout`` seconds from the first byte sent to the last
   byte of the answer read (a server trickling its answer, or reading the body slowly, is cut
-  off then: one watchdog thread per process shuts the socket down): ``network error: no
+  off then: :mod:`eventtracking.deadline` shuts the socket down): ``network error: no
   complete answer within 15 s (...)``. The connection is then closed, not reused.
 * Reads at most :data:`MAX_ANSWER_BYTES` of an answer's body, undecoded (no gzip bomb can
   inflate here); a longer body closes the connection instead of being read on.
@@ -27,15 +27,13 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
+import functools
 import gzip
 import ipaddress
-import itertools
 import logging
-import os
 import socket
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -44,6 +42,7 @@ import orjson
 import urllib3
 
 from eventtracking import __version__
+from eventtracking.deadline import DEADLINES, shut_down
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class HttpTransport:
             self._pool = pool_class(self._hostname, self._port, maxsize=1, block=False)
         pool = self._pool
         expired = threading.Event()
-        token = _WATCHDOG.arm(self.deadline, pool, expired)
+        token = DEADLINES.arm(self.deadline, functools.partial(_cut_off, pool, expired))
         complete = False
         try:
             response = pool.urlopen(
@@ -162,7 +161,7 @@ class HttpTransport:
             what = self._too_late() if expired.is_set() else describe_network_error(error)
             return Answer(NETWORK_ERROR, reason=self._network(what))
         finally:
-            _WATCHDOG.disarm(token)
+            DEADLINES.disarm(token)
         if expired.is_set():  # the answer came, but only after the deadline cut the connection
             return Answer(NETWORK_ERROR, reason=self._network(self._too_late()))
         status = response.status
@@ -227,75 +226,10 @@ def describe_network_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-class _Watchdog:
-    """One thread per process that cuts off requests past their deadline (see ``post``).
-
-    Started on the first request; a forked child starts its own. At interpreter shutdown no
-    thread can be started any more: a process whose first request comes then is left with the
-    per-read timeout alone (and exit_timeout bounds how long exit waits for the sender anyway).
-    """
-
-    def __init__(self) -> None:
-        self._setup(None)
-
-    def _setup(self, pid: Optional[int]) -> None:
-        self._pid = pid
-        self._condition = threading.Condition(threading.Lock())
-        self._armed: dict[int, tuple[float, Any, threading.Event]] = {}
-        self._tokens = itertools.count(1)
-        self._thread: Optional[threading.Thread] = None
-
-    def arm(self, seconds: float, pool: Any, expired: threading.Event) -> int:
-        if self._pid != os.getpid():
-            self._setup(os.getpid())  # a fresh child (or the first use): the parent's thread is not here
-        with self._condition:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="eventtracking-http-deadline", daemon=True)
-                try:
-                    thread.start()
-                except RuntimeError:  # interpreter shutdown
-                    return 0
-                self._thread = thread
-            token = next(self._tokens)
-            self._armed[token] = (time.monotonic() + seconds, pool, expired)
-            self._condition.notify()
-            return token
-
-    def disarm(self, token: int) -> None:
-        if token:
-            with self._condition:
-                self._armed.pop(token, None)
-
-    def _run(self) -> None:
-        condition = self._condition
-        with condition:
-            while True:
-                if not self._armed:
-                    condition.wait()
-                    continue
-                token, (when, pool, expired) = min(self._armed.items(), key=lambda item: item[1][0])
-                remaining = when - time.monotonic()
-                if remaining > 0:
-                    condition.wait(remaining)
-                    continue
-                del self._armed[token]
-                _cut_off(pool, expired)
-
-
 def _cut_off(pool: Any, expired: threading.Event) -> None:
     """The deadline passed: shut the request's socket down, which ends any read or write on it."""
     expired.set()
-    sock = getattr(pool.current, "sock", None)
-    if sock is not None:
-        try:
-            # socket.socket's own shutdown, also for TLS: SSLSocket's would drop the SSL
-            # object under the reading thread's feet.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
-_WATCHDOG = _Watchdog()
+    shut_down(getattr(pool.current, "sock", None))
 
 
 def _read_answer(response: Any) -> tuple[bytes, bool]:
