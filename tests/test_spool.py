@@ -957,3 +957,22 @@ def test_a_forked_child_closing_what_it_inherited_leaves_the_parents_part_alone(
     )
     out, err = process.communicate(timeout=60)
     assert process.returncode == 0 and out == "ok\n", err
+
+
+def test_segments_of_the_earlier_layout_at_the_top_are_adopted(collector, tmp_path):
+    """An earlier version wrote ``lock``, ``acked`` and segments directly in the directory."""
+    spool = Spool(str(tmp_path / "old"))
+    for i in range(4):
+        assert spool.put(track_message(i))
+    batch = spool.take(1, 10**6, 0, threading.Event())
+    spool.done(batch)  # the first one acknowledged
+    spool.close()
+    [part] = parts(tmp_path / "old")
+    for path in part.iterdir():
+        path.rename(tmp_path / path.name)
+    backend = backend_for(collector.url, tmp_path)
+    assert backend.stats()["spool"]["recovered"] == 3
+    assert backend.flush(30)
+    assert sorted(collector.message_ids()) == sorted(f"raw-{i}" for i in range(1, 4))
+    backend.close(5)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["old"]  # segments, acked, lock: gone

@@ -63,9 +63,10 @@ Paths in error messages are dotted keys with list indices in brackets:
 ``properties.data.items[3].x``.
 
 Not guarded (guarding would cost a walk on every message, see ``docs/orjson-bug.md``):
-orjson 3.13 serializes tuples itself and crashes the process on a cycle that passes through
-a tuple at the top of what it is given, and on tuples nested thousands deep (tuples escape
-its depth counter); the walk refuses both when it runs, but a plain event never reaches it.
+orjson 3.13 serializes tuples itself and crashes the process on a reference cycle through a
+tuple (``items = []; items.append((items,))``; some such cycles it refuses instead), and on
+tuples nested thousands deep (tuples escape its depth counter); the walk refuses both when it
+runs, but a plain event never reaches it.
 An ``Enum`` member's ``value`` is read by orjson through the enum module's own property
 (standard-library Python, not the caller's).
 

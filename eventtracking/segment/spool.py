@@ -487,6 +487,7 @@ class Spool(SenderWait):
         self._foreign_bytes = 0  # segment bytes of the other live parts, at the last scan
         self._live_parts: list[dict[str, Any]] = []
         self._known: set[str] = set()  # parts this Spool owns or adopted: never tried again
+        self._unreadable: set[str] = set()  # parts it could not look at (warned once)
         self._accepted = 0
         self._spooled = self._spooled_bytes = 0
         self._recovered = self._recovered_bytes = 0
@@ -921,10 +922,18 @@ class Spool(SenderWait):
                         live.append(
                             {"name": name, "pid": pid, "state": "live", "disk_bytes": _part_bytes(entry.path)}
                         )
-            except OSError as error:
-                log.warning("spool %s: cannot look at %s: %s", self.directory, name, error)
+            except OSError as error:  # e.g. another user's part: said once, tried again each scan
+                if name not in self._unreadable:
+                    self._unreadable.add(name)
+                    log.warning("spool %s: cannot look at %s: %s", self.directory, name, error)
         if "." not in self._known and any(SEGMENT_NAME.fullmatch(entry.name) for entry in entries):
-            orphan, _ = _try_lock(self.directory, ".", legacy=True)
+            try:  # segments of an earlier version, at the top
+                orphan, _ = _try_lock(self.directory, ".", legacy=True)
+            except OSError as error:
+                orphan = None
+                if "." not in self._unreadable:
+                    self._unreadable.add(".")
+                    log.warning("spool %s: cannot take its old segments over: %s", self.directory, error)
             if orphan is not None:
                 self._adopt(orphan)
         with self._lock:
