@@ -30,6 +30,15 @@ The API (all thread-safe):
   so the time is shared, not added up). What an owner could not finish is logged with the reason.
   It runs by itself at interpreter exit (``atexit``).
 
+SIGTERM: when an owner with an ``exit_timeout`` registers from the main thread and SIGTERM still
+has its default action (it would kill the process without ``atexit``: a plain ``python app.py``
+stopped by systemd, Docker or Kubernetes), a handler is installed that runs :func:`close_all`
+and then restores the default action and raises SIGTERM again, so the process still dies of
+SIGTERM, as it would have. A second SIGTERM during that wait kills at once. A handler a server
+installed (gunicorn, uWSGI, Celery, uvicorn...) is left alone: the server owns the signal. Servers
+that end with a normal exit run ``atexit``; uvicorn does not (after its graceful shutdown it
+restores SIGTERM's default action and raises it again): its ASGI applications need the one
+line of :mod:`eventtracking.asgi`.
 """
 
 from __future__ import annotations
@@ -37,9 +46,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 import weakref
+from types import FrameType
 from typing import Callable, Optional, Protocol
 
 log = logging.getLogger(__name__)
@@ -71,6 +83,8 @@ def register(owner: Owner) -> None:
             _owners.pop(key, None)
 
     _owners[key] = weakref.ref(owner, forget)
+    if owner.exit_timeout > 0:
+        _install_sigterm_handler()
 
 
 def unregister(owner: Owner) -> None:
@@ -208,3 +222,83 @@ def _close_at_exit() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
+
+
+# -- SIGTERM with its default action ---------------------------------------------------------
+
+_sigterm_decided = False  # looked at once: installed, or left to whoever handles it
+_sigterm_closing = False
+DEFER_LIMIT = 0.5  # seconds the handler waits for the main thread to leave the library's code
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_WAITS = {"wait", "wait_for", "join", "_wait_for_tstate_lock"}  # threading's, with locks released
+
+
+def _install_sigterm_handler() -> None:
+    global _sigterm_decided
+    if _sigterm_decided or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_decided = True
+    if getpid() == 1:  # a container's init: SIGTERM's default action is to be ignored; keep that
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # not the main interpreter; no SIGTERM here
+        pass
+
+
+def _on_sigterm(signum: int, frame: Optional[FrameType]) -> None:
+    if _sigterm_closing:  # a second SIGTERM while delivering: die now
+        _die(signum)
+    if _inside_the_library(frame):
+        _defer(signum)
+    else:
+        _close_and_die(signum)
+
+
+def _defer(signum: int) -> None:
+    """The main thread was stopped in the library's code, perhaps holding one of its locks, which
+    closing needs: close at its next call made from outside the library (a point where it holds
+    none), or after DEFER_LIMIT on another thread (the library's own commands run in it)."""
+    previous = sys.gettrace()
+    since = time.monotonic()
+
+    def at_next_call(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            inside = _inside_the_library(frame.f_back)
+            if not inside or time.monotonic() - since >= DEFER_LIMIT:
+                sys.settrace(previous)
+                _close_and_die(signum, elsewhere=inside)
+
+    sys.settrace(at_next_call)  # this thread only, and only until then
+
+
+def _close_and_die(signum: int, elsewhere: bool = False) -> None:
+    global _sigterm_closing
+    _sigterm_closing = True
+    try:
+        if not elsewhere:
+            close_all(reason="SIGTERM")
+        else:
+            closer = threading.Thread(target=close_all, kwargs={"reason": "SIGTERM"}, daemon=True)
+            closer.start()
+            closer.join(max((owner.exit_timeout for owner in owners()), default=0.0) + 1.0)
+    finally:
+        _die(signum)
+
+
+def _die(signum: int) -> None:
+    """Die of ``signum`` as the process would have without this handler."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def _inside_the_library(frame: Optional[FrameType]) -> bool:
+    """Whether the interrupted code is the library's own (perhaps holding a lock), not waiting."""
+    code = getattr(frame, "f_code", None)
+    if code is not None and code.co_filename == threading.__file__ and code.co_name in _WAITS:
+        return False  # blocked in a wait: the library's locks are released meanwhile
+    while frame is not None and code is not None and code.co_filename == threading.__file__:
+        frame = frame.f_back  # out of notify(), start()...: to the code that called them
+        code = getattr(frame, "f_code", None)
+    return code is not None and code.co_filename.startswith(_PACKAGE_DIR)

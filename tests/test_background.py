@@ -11,6 +11,8 @@ import textwrap
 import threading
 from collections import Counter, defaultdict
 
+import pytest
+
 from eventtracking import background
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +57,13 @@ def test_the_registry_holds_owners_weakly_in_order():
     assert second not in background.owners()
 
 
-def test_close_all_shares_one_deadline_and_logs_what_was_left(caplog):
+@pytest.fixture
+def own_registry(monkeypatch):
+    """An empty registry for the test: close_all() must not close other tests' backends."""
+    monkeypatch.setattr(background, "_owners", {})
+
+
+def test_close_all_shares_one_deadline_and_logs_what_was_left(caplog, own_registry):
     slow, quick = Owner(exit_timeout=5.0, done=False), Owner(exit_timeout=2.0)
     background.register(slow)
     background.register(quick)
