@@ -275,3 +275,21 @@ def test_other_scopes_go_to_the_application_untouched():
 
     asyncio.run(deliver_on_shutdown(app)({"type": "http"}, receive, send))
     assert calls == [("http", receive, send)]
+
+
+def test_pid_1_gets_no_handler():
+    # A container's init ignores a SIGTERM it does not handle: the library keeps it that way.
+    # (Seen as PID 1 through the module's getpid; a PID namespace would need privileges.)
+    process = start_script(
+        """
+        import signal
+        from eventtracking import background
+        background.getpid = lambda: 1
+        from eventtracking.backends.segment import SegmentBackend
+        backend = SegmentBackend(write_key="k", host="http://127.0.0.1:9")
+        print("handler", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, flush=True)
+        """
+    )
+    out, err = finish(process)
+    assert process.returncode == 0, err
+    assert out.split() == ["handler", "True"]
