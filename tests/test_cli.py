@@ -293,12 +293,20 @@ def test_version_is_the_distributions():
     assert result.stdout.strip() == f"eventtracking {version('event-tracking')}"
 
 
-@pytest.mark.parametrize("argv", [[], ["deadletters"]], ids=["eventtracking", "deadletters"])
-def test_run_bare_a_command_prints_its_help(argv):
+BARE = {
+    "eventtracking": ([], ("collect", "received", "replay", "deadletters", "spool")),
+    "deadletters": (["deadletters"], ("list", "resend")),
+    "spool": (["spool"], ("status", "drain")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BARE))
+def test_run_bare_a_command_prints_its_help(name):
+    argv, commands = BARE[name]
     result = run_command(*argv)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: eventtracking") and not result.stderr
-    for command in ("collect", "received", "replay", "deadletters") if not argv else ("list", "resend"):
+    for command in commands:
         assert command in result.stdout
 
 

@@ -31,9 +31,13 @@ Contract:
   rather than skipping lines this run's selection or destination never had.
 * A destination that takes nothing (a batch given up after the backend's retries, or deferred
   to the ``--spool``) ends the run early: resume it later with the checkpoint.
+* :meth:`Replay.stop` (the command calls it on SIGINT and SIGTERM) stops the reading at a line
+  boundary, waits for the answers to everything handed over, and saves the checkpoint as a
+  finished run would: a resume sends nothing that was acknowledged. A ``KeyboardInterrupt``
+  (a second Ctrl-C) stops at once, without a checkpoint.
 * Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were
   unreadable or deliveries failed (refused included); 2 on usage errors (a checkpoint that does
-  not match included); 130 when interrupted (Ctrl-C).
+  not match included); 130 when interrupted. The summary's last line says which, and why.
 """
 
 from __future__ import annotations
