@@ -321,3 +321,15 @@ def test_cleartext_to_a_remote_host_is_warned_about_once(caplog, monkeypatch):
     warnings = [record.getMessage() for record in caplog.records]
     assert len(warnings) == 1
     assert "http://collector.example.com:8080 is cleartext" in warnings[0] and KEY not in warnings[0]
+
+
+def test_skips_and_a_full_buffer_carry_their_detail_too(collector):
+    backend = backend_for(collector.url, max_buffer_bytes=10)
+    cycle: dict = {}
+    cycle["self"] = cycle
+    backend.send({"name": "x", "context": {"user_id": 1}, "data": cycle})
+    backend.send(event(1))  # over the 10-byte buffer
+    reasons = backend.stats()["reasons"]
+    assert reasons["unserializable"] == "cycle at properties.data.self"
+    assert reasons["buffer_full"] == "buffer full (10 bytes)"
+    backend.close(5)

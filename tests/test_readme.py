@@ -26,7 +26,8 @@ The conventions (follow them when you add to the README):
 * ``::`` literal blocks are not run: diagrams, figures, and synopses of commands with
   placeholders (``eventtracking deadletters list --spool DIR``). So that no example hides there,
   a literal block may hold no ``$`` prompt, no Python statement, and no command line
-  (``eventtracking``, ``python``, ``pip``, ``make``...) without an UPPERCASE placeholder, except
+  (``eventtracking``, ``python``, ``pip``, ``make``...) without a placeholder (an UPPERCASE word
+  or ``<words in angle brackets>``), except
   the commands that are the test suite itself or take minutes (:data:`NOT_RUN`).
 
 The scratch copy holds the checkout's files as a fresh clone would (``git ls-files``, plus files
@@ -55,7 +56,7 @@ WHEELS = REPO / ".envs" / "wheelhouse"  # made by make test (the Makefile's WHEE
 TIMEOUT = 300  # seconds for one block (an install builds a wheel)
 NOT_RUN = {"make test", "make bench", "make lint"}  # the test suite itself; minutes of benchmarks
 COMMAND_WORDS = ("eventtracking", "python", "python3", "pip", "make", "git", ".venv/", "curl", "gunicorn")
-PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b")  # DIR, KEY, URL, FILE, PATH, DB...
+PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b|<[^<>]+>")  # DIR, KEY, URL, FILE, <git host>...
 PYTHON_STATEMENT = re.compile(r"^(import |from \S+ import |[A-Za-z_][\w.]* = |>>> |def |class )")
 WRITE_KEY_VARIABLES = ("SEGMENT_WRITE_KEY", "EVENTTRACKING_WRITE_KEY", "EVENTTRACKING_COLLECTOR_WRITE_KEY")
 
@@ -272,17 +273,38 @@ def test_console_block_runs_and_prints_what_the_readme_says(block: Block, scratc
 # -- literal blocks ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "literal"], ids=block_id)
-def test_literal_blocks_hide_no_runnable_example(block: Block):
+def hidden_examples(block: Block) -> List[str]:
+    """What in a literal block should be a python or console block instead (see the docstring)."""
+    found = []
     for line in block.text.splitlines():
         stripped = line.strip()
-        assert not stripped.startswith("$ "), f"{block}: a $ prompt: make it a console block"
-        assert not PYTHON_STATEMENT.match(stripped), f"{block}: Python: make it a python block: {stripped}"
         command = stripped.split("#")[0].strip()
-        if command.split(" ")[0].startswith(COMMAND_WORDS) and command not in NOT_RUN:
-            assert PLACEHOLDER.search(command), (
-                f"{block}: `{command}` can be run as it is: put it in a console block (with its output)"
-            )
+        if stripped.startswith("$ "):
+            found.append(f"a $ prompt: make it a console block: {stripped}")
+        elif PYTHON_STATEMENT.match(stripped):
+            found.append(f"Python: make it a python block: {stripped}")
+        elif command.split(" ")[0].startswith(COMMAND_WORDS) and command not in NOT_RUN:
+            if not PLACEHOLDER.search(command):
+                found.append(f"`{command}` can be run as it is: put it in a console block, with its output")
+    return found
+
+
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "literal"], ids=block_id)
+def test_literal_blocks_hide_no_runnable_example(block: Block):
+    assert hidden_examples(block) == [], str(block)
+
+
+def test_the_literal_block_rule_tells_examples_from_synopses():
+    def literal(text: str) -> Block:
+        return Block("literal", 1, text)
+
+    assert hidden_examples(literal("eventtracking replay examples/sample_tracking.log --local"))
+    assert hidden_examples(literal("$ make demo")) and hidden_examples(literal("import os"))
+    assert hidden_examples(literal("python -m pip install ."))
+    assert not hidden_examples(literal("eventtracking deadletters list --spool DIR"))
+    assert not hidden_examples(literal('pip install "event-tracking @ git+https://<git host>/<p>.git"'))
+    assert not hidden_examples(literal("make test    # the whole suite"))
+    assert not hidden_examples(literal("Tracker.emit ─▶ processors ─▶ RoutingBackend"))
 
 
 # -- benchmark figures ---------------------------------------------------------------------------

@@ -226,9 +226,10 @@ class SegmentBackend:
             self._skip(skip.reason, event)
         except Unserializable as error:  # "unserializable", or "changed_during_send"
             self._skip(error.reason, event, str(error))
-        except Exception:  # the application must never pay for a bug here
+        except Exception as error:  # the application must never pay for a bug here
             log.exception("SegmentBackend.send failed on event %r", event_name(event))
-            self._counters.add_reason("skipped", "internal_error")
+            detail = f"internal error: {type(error).__name__}"
+            self._counters.add_reason("skipped", "internal_error", 1, detail)
 
     def _fit(self, message: dict, size: int) -> bytes:
         if self.trim_oversized:
@@ -245,7 +246,8 @@ class SegmentBackend:
         raise SkipEvent("oversized")
 
     def _buffer_full(self) -> None:
-        self._counters.add_reason("dropped", "buffer_full")
+        detail = f"buffer full ({self._buffer.max_bytes} bytes)"
+        self._counters.add_reason("dropped", "buffer_full", 1, detail)
         self._dropped_since_warning += 1
         now = time.monotonic()
         if now - self._last_warning >= WARNING_INTERVAL:
@@ -258,7 +260,7 @@ class SegmentBackend:
             self._dropped_since_warning = 0
 
     def _skip(self, reason: str, event: Any, detail: str = "") -> None:
-        self._counters.add_reason("skipped", reason)
+        self._counters.add_reason("skipped", reason, 1, detail)
         log.debug("skipped event %r: %s%s", event_name(event), reason, f" ({detail})" if detail else "")
 
     def _send_to_client(self, message: dict) -> None:
@@ -332,10 +334,12 @@ class SegmentBackend:
         - ``accepted``, ``delivered``, ``retries``, ``batches`` (requests made), ``trimmed``,
           ``deferred`` (parts a spool kept for later): counts;
         - ``skipped`` and ``dropped``: ``{reason: count}`` (``{"gave_up": 3}``);
-        - ``reasons``: ``{reason: detail}``, the latest detail of each failure reason counted in
-          ``dropped``: ``{"gave_up": "network error: connection refused (http://127.0.0.1:9)"}``,
-          ``{"refused": "HTTP 401: wrong write key"}`` (a network error names its error and host;
-          an HTTP answer its status and the server's reason, at most 200 characters);
+        - ``reasons``: ``{reason: detail}``, the latest detail of each reason counted in
+          ``dropped`` (and of a ``skipped`` reason that has one): ``{"gave_up": "network error:
+          connection refused (http://127.0.0.1:9)"}``, ``{"refused": "HTTP 401: wrong write
+          key"}``, ``{"unserializable": "cycle at properties.data.x"}`` (a network error names
+          its error and host; an HTTP answer its status and the server's reason, at most 200
+          characters);
         - ``last_error``: the detail of the latest unsuccessful answer, also one still being
           retried (None before any): what a timed-out ``flush`` is waiting out;
         - owned mode: ``in_flight`` / ``buffered_bytes`` (accepted, not yet answered), and with a
