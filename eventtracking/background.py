@@ -34,11 +34,37 @@ SIGTERM: when an owner with an ``exit_timeout`` registers from the main thread a
 has its default action (it would kill the process without ``atexit``: a plain ``python app.py``
 stopped by systemd, Docker or Kubernetes), a handler is installed that runs :func:`close_all`
 and then restores the default action and raises SIGTERM again, so the process still dies of
-SIGTERM, as it would have. A second SIGTERM during that wait kills at once. A handler a server
-installed (gunicorn, uWSGI, Celery, uvicorn...) is left alone: the server owns the signal. Servers
+SIGTERM, as it would have (a second SIGTERM during that wait kills at once; a SIGTERM that stops
+the main thread inside the library's code, perhaps holding one of its locks, is acted on at the
+main thread's next call from outside the library; PID 1, which ignores it, gets no handler).
+A handler a server installed (gunicorn, uWSGI, Celery, uvicorn...) is left alone: the server owns
+the signal. Servers
 that end with a normal exit run ``atexit``; uvicorn does not (after its graceful shutdown it
 restores SIGTERM's default action and raises it again): its ASGI applications need the one
 line of :mod:`eventtracking.asgi`.
+
+An owner, in short (the Segment backend and its sender are the full example)::
+
+    class Publisher:
+        exit_timeout = 5.0
+
+        def __init__(self):
+            self.worker = BackgroundThread(self._run, "my-publisher")
+            background.register(self)
+
+        def publish(self, item):
+            check_fork()  # first: a forked child resets before it touches any state
+            if self.worker.thread is None and not self.worker.ensure_started():
+                return  # closed
+            ...  # hand the item to the thread
+
+        def after_fork_in_child(self):
+            self.worker.after_fork_in_child()
+            ...  # new queue and locks, none of the parent's items
+
+        def close(self, timeout=None):
+            background.unregister(self)
+            ...  # deliver within timeout, then self.worker.stop() and self.worker.join(...)
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def test_a_plain_script_killed_by_sigterm_delivers_everything_and_dies_of_sigter
         import logging, time
         logging.basicConfig(level=logging.INFO)
         from eventtracking.backends.segment import SegmentBackend
-        backend = SegmentBackend(write_key="k", host="URL", max_batch_size=100000, flush_interval=60)
+        backend = SegmentBackend(write_key="k", host="URL", max_batch_size=100000, flush_interval=60,
+                                 exit_timeout=30)
         for i in range(3000):
             backend.send({"name": "plain", "context": {"user_id": i}})
         print("sent", flush=True)
@@ -126,7 +127,8 @@ def test_a_handler_that_was_there_is_left_alone(collector):
         import signal, sys, time
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(7))
         from eventtracking.backends.segment import SegmentBackend
-        backend = SegmentBackend(write_key="k", host="URL", max_batch_size=100000, flush_interval=60)
+        backend = SegmentBackend(write_key="k", host="URL", max_batch_size=100000, flush_interval=60,
+                                 exit_timeout=30)
         for i in range(500):
             backend.send({"name": "own.handler", "context": {"user_id": i}})
         print("sent", flush=True)
@@ -275,3 +277,21 @@ def test_other_scopes_go_to_the_application_untouched():
 
     asyncio.run(deliver_on_shutdown(app)({"type": "http"}, receive, send))
     assert calls == [("http", receive, send)]
+
+
+def test_pid_1_gets_no_handler():
+    # A container's init ignores a SIGTERM it does not handle: the library keeps it that way.
+    # (Seen as PID 1 through the module's getpid; a PID namespace would need privileges.)
+    process = start_script(
+        """
+        import signal
+        from eventtracking import background
+        background.getpid = lambda: 1
+        from eventtracking.backends.segment import SegmentBackend
+        backend = SegmentBackend(write_key="k", host="http://127.0.0.1:9")
+        print("handler", signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, flush=True)
+        """
+    )
+    out, err = finish(process)
+    assert process.returncode == 0, err
+    assert out.split() == ["handler", "True"]

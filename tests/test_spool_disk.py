@@ -85,7 +85,10 @@ def test_a_disk_that_fills_during_an_outage_loses_nothing(collector, small_disk,
         wait_until(lambda: backend.stats()["deferred"] >= kept + 300)
     stats = backend.stats()
     assert stats["dropped"] == {} and stats["accepted"] == sent
-    assert stats["spool"]["spooled"] > 2000 and stats["spool"]["rewound"] > 0
+    # Whether a kept batch is rewound on disk or kept in memory depends on which batch is in
+    # flight when the disk fills (timing); test_spool.py covers each branch on its own. What must
+    # hold whichever ran: events were spooled, and nothing is lost.
+    assert stats["spool"]["spooled"] > 2000
     assert "kept in memory only" in caplog.text
     collector.faults.clear()
     wait_until(lambda: len(set(collector.message_ids())) >= sent)
