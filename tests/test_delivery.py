@@ -11,8 +11,6 @@ import textwrap
 import threading
 from collections import Counter
 
-import pytest
-
 from eventtracking.backends.segment import SegmentBackend
 
 UTC = datetime.timezone.utc
@@ -262,7 +260,6 @@ def test_exit_without_flush_loses_nothing(collector):
     assert len(set(collector.message_ids())) == 5000
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_fork_children_send_and_parent_goes_on(collector):
     result = run_script(
         """

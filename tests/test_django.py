@@ -16,11 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("django")
-
-from django.conf import settings  # noqa: E402
-from django.test.utils import override_settings  # noqa: E402
+from django.conf import settings
+from django.test.utils import override_settings
 
 from eventtracking import tracker  # noqa: E402
 from eventtracking.backends.routing import RoutingBackend  # noqa: E402
