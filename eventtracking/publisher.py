@@ -62,6 +62,40 @@ def idle_stats() -> dict[str, Any]:
     return result
 
 
+class PublisherSlot:
+    """A backend's publisher, made by ``make(**options)`` at most once, on first use: a process
+    that builds the same backend and never publishes through it (a Celery worker, a bus
+    consumer) gets no thread. ``flush``, ``close`` and ``stats`` answer for it before it exists."""
+
+    def __init__(self, make: Callable[..., Publisher], **options: Any) -> None:
+        self._make = make
+        self._options = options
+        self._lock = threading.Lock()
+        self.publisher: Optional[Publisher] = None
+
+    def get(self) -> Publisher:
+        """The publisher, made now if it was not yet."""
+        publisher = self.publisher
+        if publisher is not None:
+            return publisher
+        with self._lock:
+            if self.publisher is None:
+                self.publisher = self._make(**self._options)
+            return self.publisher
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until everything put so far was published; False when ``timeout`` ran out."""
+        return self.publisher is None or self.publisher.flush(timeout)
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        """Flush within ``timeout`` and stop publishing; True when nothing was left behind."""
+        return self.publisher is None or self.publisher.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The publisher's counters; all zero before it was made."""
+        return idle_stats() if self.publisher is None else self.publisher.stats()
+
+
 class Publisher:
     """A bounded buffer and the one publishing thread for one channel (see the module docstring).
 

@@ -23,14 +23,13 @@ Needs Celery (the ``celery`` extra).
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from eventtracking import kombu_json
 from eventtracking.backends import event_name
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.processors.exceptions import EventEmissionExit
-from eventtracking.publisher import Publisher, idle_stats
+from eventtracking.publisher import Publisher, PublisherSlot
 from eventtracking.tasks import BATCH_TASK_NAME, TASK_NAME, send_event
 
 logger = logging.getLogger(__name__)
@@ -73,20 +72,17 @@ class AsyncRoutingBackend(RoutingBackend):
         self.backend_name = backend_name
         self.batch_size = batch_size
         super().__init__(processors=processors, backends=backends)
-        self._publisher_options: dict[str, Any] = {
-            "max_buffer_bytes": max_buffer_bytes,
-            "spool_dir": spool_dir,
-            "spool_max_bytes": spool_max_bytes,
-            "fsync": fsync,
-            "exit_timeout": exit_timeout,
-        }
-        # Made at the first send(): a Celery worker builds this backend too and never sends
-        # through it, so it gets no thread (with a spool: at once, see below).
-        self._publisher: Optional[Publisher] = None
         self._eager = False
-        self._lock = threading.Lock()
+        self._publishing = PublisherSlot(
+            self._make_publisher,
+            max_buffer_bytes=max_buffer_bytes,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            fsync=fsync,
+            exit_timeout=exit_timeout,
+        )
         if spool_dir is not None:
-            self._start()  # at once: what an earlier process left in the spool is published now
+            self._publishing.get()  # at once: what an earlier process left in the spool is published now
 
     def _route(self, event: Any) -> None:
         """Run the processors on `event` (owned by this backend) and queue the result."""
@@ -108,7 +104,7 @@ class AsyncRoutingBackend(RoutingBackend):
     def publish(self, processed_event: Any) -> None:
         """Queue the Celery task for `processed_event`: encoded here, published by the background
         publisher (in this process, at once, when Celery runs tasks eagerly)."""
-        publisher = self._publisher or self._start()
+        publisher = self._publishing.get()
         if self._eager:
             send_event.delay(self.backend_name, processed_event)
             return
@@ -120,39 +116,31 @@ class AsyncRoutingBackend(RoutingBackend):
             return
         publisher.put(item)
 
-    def _start(self) -> Publisher:
-        """The publisher, made once, with the Celery app this (the caller's) thread sees."""
-        with self._lock:
-            if self._publisher is None:
-                from celery import current_app
+    def _make_publisher(self, **options: Any) -> Publisher:
+        """The publisher (made once, at the first send), with the Celery app this (the caller's)
+        thread sees."""
+        from celery import current_app
 
-                app = current_app._get_current_object()
-                self._eager = bool(app.conf.task_always_eager)
-                channel = CeleryChannel(app, self.backend_name, self.batch_size)
-                if not self._eager:
-                    channel.prepare()
-                self._publisher = Publisher(
-                    channel,
-                    f"celery-{self.backend_name}",
-                    batch_count=max(100, self.batch_size),
-                    **self._publisher_options,
-                )
-            return self._publisher
+        app = current_app._get_current_object()
+        self._eager = bool(app.conf.task_always_eager)
+        channel = CeleryChannel(app, self.backend_name, self.batch_size)
+        if not self._eager:
+            channel.prepare()
+        name = f"celery-{self.backend_name}"
+        return Publisher(channel, name, batch_count=max(100, self.batch_size), **options)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every event sent so far was published; False when ``timeout`` ran out."""
-        return self._publisher is None or self._publisher.flush(timeout)
+        return self._publishing.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop publishing; True when nothing was left behind."""
-        return self._publisher is None or self._publisher.close(timeout)
+        return self._publishing.close(timeout)
 
     def stats(self) -> dict[str, Any]:
         """The publisher's counters (accepted, published, retries, outages, dropped and skipped
         by reason, pending); all zero before the first send."""
-        if self._publisher is None:
-            return idle_stats()
-        return self._publisher.stats()
+        return self._publishing.stats()
 
 
 class CeleryChannel:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -37,7 +36,7 @@ from openedx_events.analytics.signals import TRACKING_EVENT_EMITTED
 from eventtracking.backends.logger import DateTimeJSONEncoder
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.config import SEND_TRACKING_EVENT_EMITTED_SIGNAL, event_bus_tracking_logs
-from eventtracking.publisher import Publisher, idle_stats
+from eventtracking.publisher import Publisher, PublisherSlot
 
 logger = logging.getLogger(__name__)
 
@@ -72,19 +71,16 @@ class EventBusRoutingBackend(RoutingBackend):
     ) -> None:
         self.backend_name = backend_name
         super().__init__(processors=processors, backends=backends)
-        self._publisher_options: dict[str, Any] = {
-            "max_buffer_bytes": max_buffer_bytes,
-            "spool_dir": spool_dir,
-            "spool_max_bytes": spool_max_bytes,
-            "fsync": fsync,
-            "exit_timeout": exit_timeout,
-        }
-        # Made at the first publish: the consumer process builds this backend too and never
-        # publishes through it.
-        self._publisher: Optional[Publisher] = None
-        self._lock = threading.Lock()
+        self._publishing = PublisherSlot(
+            self._make_publisher,
+            max_buffer_bytes=max_buffer_bytes,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            fsync=fsync,
+            exit_timeout=exit_timeout,
+        )
         if spool_dir is not None:
-            self._start()  # at once: what an earlier process left in the spool is published now
+            self._publishing.get()  # at once: what an earlier process left in the spool is published now
 
     def send(self, event: Mapping[str, Any]) -> None:
         """Publish `event` on the bus if the toggle is on and its name is listed; else nothing."""
@@ -99,33 +95,29 @@ class EventBusRoutingBackend(RoutingBackend):
         to openedx-events' configured producer."""
         timestamp = tracking_log.timestamp.isoformat() if tracking_log.timestamp is not None else None
         item = orjson.dumps([tracking_log.name, timestamp, tracking_log.data, tracking_log.context])
-        (self._publisher or self._start()).put(item)
+        self._publishing.get().put(item)
 
-    def _start(self) -> Publisher:
-        with self._lock:
-            if self._publisher is None:
-                name = f"event-bus-{self.backend_name}" if self.backend_name else "event-bus"
-                # Import and make the producer here, not first on the publisher's thread: a
-                # process forked during that import would inherit half-initialised modules.
-                _producer_ping()
-                self._publisher = Publisher(EventBusChannel(), name, **self._publisher_options)
-            return self._publisher
+    def _make_publisher(self, **options: Any) -> Publisher:
+        """The publisher, made once, at the first publish."""
+        name = f"event-bus-{self.backend_name}" if self.backend_name else "event-bus"
+        # Import and make the producer here, not first on the publisher's thread: a process
+        # forked during that import would inherit half-initialised modules.
+        _producer_ping()
+        return Publisher(EventBusChannel(), name, **options)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until every tracking log sent so far was handed to the bus; False when
         ``timeout`` ran out first."""
-        return self._publisher is None or self._publisher.flush(timeout)
+        return self._publishing.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop publishing; True when nothing was left behind."""
-        return self._publisher is None or self._publisher.close(timeout)
+        return self._publishing.close(timeout)
 
     def stats(self) -> dict[str, Any]:
         """The publisher's counters (accepted, published, retries, outages, dropped by reason,
         pending); all zero before the first publish."""
-        if self._publisher is None:
-            return idle_stats()
-        return self._publisher.stats()
+        return self._publishing.stats()
 
 
 def _producer_ping() -> Optional[Callable[[], Any]]:
