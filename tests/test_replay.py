@@ -131,17 +131,23 @@ def distinct_ids(collector: Collector) -> set:
     return set(collector.message_ids())
 
 
+TEST_WRITE_KEY = "replay-test-key"  # the collector fixture takes any key; --host needs one
+
+
 def python_m(*argv: str, **options) -> subprocess.Popen:
-    env = {key: value for key, value in os.environ.items() if key != "SEGMENT_WRITE_KEY"}
+    env = {**os.environ, "SEGMENT_WRITE_KEY": TEST_WRITE_KEY}
     return subprocess.Popen(
-        [sys.executable, "-m", "eventtracking", *argv], cwd=REPO, env=env,
+        [sys.executable, "-m", "eventtracking", *argv], cwd=os.getcwd(), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options,
     )
 
 
 @pytest.fixture(autouse=True)
-def no_write_key(monkeypatch):
-    monkeypatch.delenv("SEGMENT_WRITE_KEY", raising=False)
+def test_write_key(monkeypatch, tmp_path):
+    """Every run has a write key in $SEGMENT_WRITE_KEY unless the test removes it, and runs in
+    its own directory (where ./eventtracking-deadletters goes)."""
+    monkeypatch.setenv("SEGMENT_WRITE_KEY", TEST_WRITE_KEY)
+    monkeypatch.chdir(tmp_path)
 
 
 # -- shapes --------------------------------------------------------------------------------------
@@ -676,18 +682,24 @@ def test_a_refused_event_is_a_failed_delivery_and_the_checkpoint_passes_it(capsy
     "argv, message",
     [
         (["replay", "{log}"], "no destination"),
-        (["replay", "{missing}", "--host", "http://127.0.0.1:9"], "no such file"),
+        (["replay", "{missing}", "--host", "http://127.0.0.1:9", "--write-key", "k"], "no such file"),
+        (["replay", "{log}", "--host", "https://api.segment.io"], "https://api.segment.io needs a key"),
+        (["replay", "{empty}", "--dry-run"], "no input to replay: {empty} holds no files"),
         (["replay", "{log}", "--local", "--db", "{log}"], "not a SQLite database"),
         (["replay", "{log}", "--local", "--host", "http://127.0.0.1:9"], "takes no --write-key or --host"),
         (["replay", "{log}", "--dry-run", "--checkpoint", "{log}"], "not a replay checkpoint"),
     ],
 )
-def test_usage_errors_exit_2(capsys, tmp_path, argv, message):
+def test_usage_errors_exit_2(capsys, tmp_path, monkeypatch, argv, message):
+    monkeypatch.delenv("SEGMENT_WRITE_KEY")
     log = write_lines(tmp_path / "t.log", many_lines(2))
-    names = {"log": str(log), "missing": str(tmp_path / "missing.log")}
+    (tmp_path / "empty" / "2024" / ".hidden").mkdir(parents=True)
+    (tmp_path / "empty" / "2024" / ".hidden" / "t.log").write_bytes(log.read_bytes())
+    names = {"log": str(log), "missing": str(tmp_path / "missing.log"), "empty": str(tmp_path / "empty")}
     code, output = replay(capsys, *[arg.format(**names) for arg in argv[1:]])
     assert code == 2
-    assert message in output
+    assert message.format(**names) in output
+    assert len(output.splitlines()) == 1, output  # one line saying it, not a traceback
     assert log.read_bytes().startswith(b"{")  # never clobbered
 
 
@@ -901,3 +913,185 @@ def test_a_wrong_write_key_is_named_in_the_summarys_count_of_failures(capsys, tm
     [failed] = [line for line in output.splitlines() if line.startswith("  failed deliveries")]
     assert "refused 10 (HTTP 401" in failed, failed  # the status and the server's reason
     assert "a-wrong-key" not in output
+
+
+# -- safe by default: nested trees, configuration refusals, dead letters ---------------------------
+
+
+def test_directories_are_walked_recursively_in_path_order_and_links_out_are_not_followed(capsys, tmp_path):
+    tree = tmp_path / "s3sync"
+    files = [("2024/10/a.log", 1), ("2024/02/b.log.gz", 2), ("2024/02/a.log", 3), ("top.log", 4)]
+    for relative, count in files:
+        (tree / relative).parent.mkdir(parents=True, exist_ok=True)
+        write_lines(tree / relative, many_lines(count), compress=relative.endswith(".gz"))
+    (tree / ".hidden").mkdir()
+    write_lines(tree / ".hidden" / "x.log", many_lines(5))
+    write_lines(tmp_path / "outside.log", many_lines(6))
+    (tree / "2024" / "out.log").symlink_to(tmp_path / "outside.log")
+    (tree / "2024" / "in.log").symlink_to(tree / "top.log")  # inside the tree: read under its own name
+    (tree / "linked-dir").symlink_to(tmp_path)
+
+    found = lines_module.find_sources([str(tree)])
+    assert [os.path.relpath(source.name, tree) for source in found.sources] == [
+        "2024/02/a.log", "2024/02/b.log.gz", "2024/10/a.log", "2024/in.log", "top.log",
+    ]
+    assert sorted(found.not_followed) == [str(tree / "2024" / "out.log"), str(tree / "linked-dir")]
+
+    code, output = replay(capsys, str(tree), "--dry-run")
+    assert code == 0, output
+    assert summary_of(output)["lines read"] == 3 + 2 + 1 + 4 + 4
+    assert f"not followed (a link out of the tree or to a directory): {tree / '2024' / 'out.log'}" in output
+
+
+def test_an_unknown_option_shows_replays_usage(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["replay", "--foo", "x"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: eventtracking replay "), err
+    assert "unrecognized arguments: --foo" in err
+
+
+def checkpoint_lines(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    return {key: entry["line"] for key, entry in orjson.loads(path.read_bytes())["files"].items()}
+
+
+def test_a_wrong_write_key_stops_early_and_a_rerun_with_the_right_key_sends_everything(capsys, tmp_path):
+    total = 5000
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    argv = (str(log), "--checkpoint", str(checkpoint), "--checkpoint-every", "100")
+    with Collector(write_key="the-right-key") as keyed:
+        code, output = replay(capsys, *argv, "--host", keyed.url, "--write-key", "a-wrong-key")
+        assert code == 1, output
+        assert "stopped early: the destination refuses this configuration (HTTP 401: wrong" in output
+        assert "give this source's write key (--write-key KEY or $SEGMENT_WRITE_KEY)" in output
+        assert "rerun with the fix to send them" in output
+        assert "a-wrong-key" not in output
+        assert checkpoint_lines(checkpoint) == {}  # nothing was acknowledged: nothing recorded
+        assert keyed.requests["refused"] < total // 500, keyed.requests  # it stopped early
+        assert len(output.splitlines()) < 30, output  # no flood of lines
+        assert keyed.count() == 0
+
+        code, output = replay(capsys, *argv, "--host", keyed.url, "--write-key", "the-right-key")
+        assert code == 0, output
+        assert summary_of(output)["events sent"] == total
+        assert keyed.count() == len(distinct_ids(keyed)) == total
+        assert checkpoint_lines(checkpoint) == {str(log): total}
+
+
+def test_a_wrong_host_path_404_stops_early_and_a_rerun_with_the_right_host_sends_everything(
+    capsys, collector, tmp_path
+):
+    total = 3000
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    argv = (str(log), "--checkpoint", str(checkpoint), "--checkpoint-every", "100")
+    code, output = replay(capsys, *argv, "--host", collector.url + "/v1")  # posts to /v1/v1/batch
+    assert code == 1, output
+    assert "refuses this configuration (HTTP 404" in output
+    assert "give the API's base URL as --host, without /v1/batch" in output
+    assert checkpoint_lines(checkpoint) == {} and collector.count() == 0
+    code, output = replay(capsys, *argv, "--host", collector.url)
+    assert code == 0, output
+    assert collector.count() == len(distinct_ids(collector)) == total
+
+
+class Redirecting:
+    """A loopback HTTP server that answers every POST with 301 to another URL."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(301)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Redirecting:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_redirecting_host_stops_early_without_waiting_out_the_retries(capsys, collector, tmp_path):
+    total = 2000
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    with Redirecting(collector.url) as redirecting:
+        started = time.monotonic()
+        code, output = replay(
+            capsys, str(log), "--host", redirecting.url, "--checkpoint", str(checkpoint),
+            "--checkpoint-every", "9",
+        )
+        elapsed = time.monotonic() - started
+    assert code == 1, output
+    assert "refuses this configuration (HTTP 301" in output
+    assert "give the URL the host redirects to as --host" in output
+    assert elapsed < 30, elapsed  # the retry timeout is 60 s: it did not wait it out
+    assert checkpoint_lines(checkpoint) == {} and collector.count() == 0
+
+
+def test_the_same_4xx_for_every_message_stops_early(capsys, collector, tmp_path):
+    total = 5000
+    log = write_lines(tmp_path / "t.log", many_lines(total))
+    checkpoint = tmp_path / "cp.json"
+    collector.faults.add(status=422, times=None)
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 1, output
+    assert "refuses this configuration (HTTP 422" in output and "refuses every message" in output
+    assert checkpoint_lines(checkpoint) == {}
+    assert collector.requests["faulted"] < total // 500, collector.requests
+
+
+def test_messages_refused_one_by_one_are_dead_letters_the_summary_says_how_to_resend(
+    capsys, collector, tmp_path
+):
+    lines = many_lines(8)
+    lines[2] = legacy_line(live_browser_event(2))
+    lines[5] = legacy_line(live_browser_event(5))
+    log = write_lines(tmp_path / "t.log", lines)
+    collector.faults.reject_event("play_video")
+    checkpoint = tmp_path / "cp.json"
+    code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
+    assert code == 1, output
+    dead = tmp_path / "eventtracking-deadletters"
+    assert f"  dead letters          2 refused one by one, kept in {dead / 'deadletters.jsonl'}" in output
+    assert f"list them:   eventtracking deadletters list --spool {dead}" in output
+    [resend] = [line.split("fix, resend: ")[1] for line in output.splitlines() if "fix, resend: " in line]
+    assert resend == f"eventtracking deadletters resend --spool {dead} --host {collector.url}"
+    assert checkpoint_lines(checkpoint) == {str(log): 8}  # settled: kept as dead letters
+    assert collector.count() == 6
+
+    collector.faults.clear()  # fixed: the command the summary gives sends them
+    assert main(resend.split()[1:]) == 0
+    assert collector.count() == len(distinct_ids(collector)) == 8
+
+
+def test_with_a_spool_the_summary_names_its_dead_letters(capsys, collector, tmp_path):
+    lines = many_lines(6)
+    lines[3] = legacy_line(live_browser_event(3))
+    log = write_lines(tmp_path / "t.log", lines)
+    collector.faults.reject_event("play_video")
+    spool = tmp_path / "spool"
+    code, output = replay(capsys, str(log), "--host", collector.url, "--spool", str(spool))
+    assert code == 1, output
+    assert f"  dead letters          1 refused one by one, kept in {spool / 'deadletters.jsonl'}" in output
+    assert f"eventtracking deadletters resend --spool {spool} --host {collector.url}" in output
+    assert not (tmp_path / "eventtracking-deadletters").exists()

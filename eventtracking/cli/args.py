@@ -79,6 +79,24 @@ def add_json(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--json", action="store_true", help=f"print {what} as JSON lines instead of a table")
 
 
+class _OwnUsageParser(argparse.ArgumentParser):
+    """A subcommand's parser that refuses arguments it does not know itself, so the error shows
+    its own usage (argparse otherwise hands them up to the top-level parser, whose usage says
+    nothing of the subcommand's options)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def add_own_usage(parser: argparse.ArgumentParser) -> None:
+    """Make a subcommand's ``parser`` report unknown arguments with its own usage (exit 2)."""
+    if type(parser) is argparse.ArgumentParser:
+        parser.__class__ = _OwnUsageParser
+
+
 def on_signals(signums: Sequence[int], handler: Callable[[int, Any], None]) -> Callable[[], None]:
     """Install ``handler`` for ``signums`` (main thread only); return a function undoing it."""
     if threading.current_thread() is not threading.main_thread():

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import os
 import re
+import shlex
 import signal
 import sys
 from typing import Any, Callable, Dict, Optional, Pattern, TextIO
@@ -21,6 +22,7 @@ from eventtracking.cli.args import (
     WRITE_KEY_ENV,
     add_db,
     add_destination_host,
+    add_own_usage,
     add_spool,
     add_write_key,
     on_signals,
@@ -30,12 +32,15 @@ from eventtracking.cli.args import (
 from eventtracking.cli.args import write_key as resolve_write_key
 from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, key_fingerprint
 from eventtracking.replay.lines import SourceError, find_sources
-from eventtracking.replay.loop import DEFAULT_CHECKPOINT_EVERY, DryRun, FailureLog, Replay
+from eventtracking.replay.loop import DEFAULT_CHECKPOINT_EVERY, DryRun, Replay
+from eventtracking.replay.refusals import Refusals
 from eventtracking.segment.mapping import MappingOptions, event_time
+from eventtracking.segment.spool import DEAD_LETTER_FILE, DEAD_LETTER_LOCK
 from eventtracking.wording import plural
 
 DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
-# Sent as the write key to a --host that was given without one (a collector that takes any).
+DEFAULT_DEAD_LETTERS = "eventtracking-deadletters"
+# The write key sent to the collector of --local (which takes any).
 PLACEHOLDER_WRITE_KEY = "eventtracking-replay"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -52,12 +57,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Send the events of tracking logs (LoggerBackend or Open edX legacy JSON lines, "
         "plain or gzip) to Segment in the shape the live SegmentBackend sends. MessageIds are "
         "derived from each line and its line number, so running again adds no duplicates.",
-        epilog=f"Without a write key (--write-key or ${WRITE_KEY_ENV}) and --host, give --local to try "
-        "it against a collector on this machine. "
+        epilog=f"Without a write key (--write-key or ${WRITE_KEY_ENV}), give --local to try it against a "
+        "collector on this machine. Directories are walked recursively, in path order. "
         "Exit status: 0 when every readable event was delivered or skipped by rule; 1 when lines were "
         "unreadable or deliveries failed; 2 on usage errors; 130 when interrupted.",
     )
     add = parser.add_argument
+    add_own_usage(parser)
     add("paths", nargs="+", metavar="PATH", help="log file (plain or gzip), directory, or - for stdin")
     add_write_key(parser)
     add_destination_host(parser)
@@ -80,6 +86,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"lines between two checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
     )
     add_spool(parser, "the spool directory: let the backend keep events on disk there until delivered")
+    add(
+        "--dead-letters", default=None, metavar="DIR",
+        help="where messages the destination refuses one by one are kept, in DIR/deadletters.jsonl "
+        f"(default: the --spool, else ./{DEFAULT_DEAD_LETTERS}; created when one is refused)",
+    )
     add("--rate", type=positive_float, default=None, metavar="N", help="send at most N events/s")
     add(
         "--anonymous-id-field", default=None, metavar="PATH",
@@ -123,9 +134,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.local and (args.write_key or args.host):
         raise UsageError("--local sends to a collector on this machine: it takes no --write-key or --host")
     write_key = None if args.local else resolve_write_key(args.write_key)  # the env var: not for --local
-    if not (write_key or args.host or args.local or args.dry_run):
+    if not (write_key or args.local or args.dry_run):
+        where = f"--host {args.host} needs a key" if args.host else "no destination"
         raise UsageError(
-            f"no destination: give --write-key KEY (or set ${WRITE_KEY_ENV}) and/or --host URL, "
+            f"{where}: give --write-key KEY (or set ${WRITE_KEY_ENV}), "
             "or --local to try it against a collector on this machine (no account needed)"
         )
     if args.since and args.until and args.since >= args.until:
@@ -133,10 +145,18 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     local_db = os.path.abspath(args.db or DEFAULT_LOCAL_DB) if args.local else None
     if local_db is not None:
         _check_local_db(local_db)
+    dead_letters = os.path.abspath(args.dead_letters or args.spool or DEFAULT_DEAD_LETTERS)
     excluded = [path for path in (args.checkpoint, local_db) if path]
     excluded += [f"{path}{suffix}" for path in excluded for suffix in ("-wal", "-shm", "-journal")]
+    excluded += [os.path.join(dead_letters, name) for name in (DEAD_LETTER_FILE, DEAD_LETTER_LOCK)]
     try:
-        sources = find_sources(args.paths, exclude=excluded)
+        found = find_sources(args.paths, exclude=excluded)
+        if not found.sources:
+            raise SourceError(found.nothing_readable())
+        for link in found.not_followed:
+            print(f"eventtracking replay: not followed (a link out of the tree or to a directory): {link}",
+                  file=sys.stderr)
+        sources = found.sources
         checkpoint = None
         if args.checkpoint:
             checkpoint = Checkpoint(args.checkpoint, _selection(args, write_key, local_db))
@@ -144,7 +164,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError(str(exc)) from None
 
     collector = None
-    failures = FailureLog()
+    failures = Refusals(dead_letters, keep=dead_letters != os.path.abspath(args.spool or "\0"))
     if args.dry_run:
         try:
             sink: Any = DryRun(MappingOptions(anonymous_id_field=args.anonymous_id_field))
@@ -157,9 +177,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             write_key = PLACEHOLDER_WRITE_KEY
         else:
             host = args.host
-            write_key = write_key or PLACEHOLDER_WRITE_KEY
         try:
-            sink = _make_backend(write_key, host, args, failures)
+            sink = _make_backend(write_key or PLACEHOLDER_WRITE_KEY, host, args, failures)
         except UsageError:
             if collector is not None:
                 collector.close()
@@ -183,6 +202,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if collector is not None:
             stored, unique = collector.count(), collector.store.unique_count()
             collector.close()
+    if args.host:
+        summary.resend_options = f" --host {shlex.quote(args.host)}"
     out.write(summary.format())
     if collector is not None:
         out.write(f"\nthe local collector holds {plural(unique, 'unique message')} in {local_db}\n")

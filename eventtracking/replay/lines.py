@@ -1,13 +1,19 @@
 """Where replayed lines come from: files (plain or gzip), directories, stdin.
 
 :func:`find_sources` turns the command's PATH arguments into an ordered list of
-:class:`Source`\\ s (a directory contributes its files in name order, hidden files excepted);
-:func:`read_lines` yields a source's lines in lists, one list per chunk read, so memory stays
-flat in the file size and the caller's loop runs over plain lists.
+:class:`Source`\\ s; :func:`read_lines` yields a source's lines in lists, one list per chunk
+read, so memory stays flat in the file size and the caller's loop runs over plain lists.
 
 Compression is recognised by content (the gzip magic number), not by name, so ``tracking.log.1``
 that is really gzip, and gzip piped into stdin, both work. Multi-member gzip files (rotated
 logs appended to one another) are read whole.
+
+A directory is walked recursively, in the order of its files' paths below it compared name by
+name (``2024/01/b.log`` before ``2024/02/a.log`` before ``2024/10/a.log``: zero-padded date
+folders come in time order; in each directory, names sort by their bytes). Hidden files and
+hidden directories (a leading ``.``) are left out. Symbolic links are followed only when they
+lead to a file inside the directory given (whose own path is used then); a link leading out of
+it, and a link to a directory, is not followed, and is named in :attr:`Found.not_followed`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterable, Iterator, List, cast
+
+from eventtracking.wording import plural
 
 STDIN = "-"
 CHUNK_BYTES = 1 << 20
@@ -45,31 +53,76 @@ class SourceError(Exception):
     """A PATH argument that names nothing readable."""
 
 
-def find_sources(paths: Iterable[str], exclude: Iterable[str] = ()) -> List[Source]:
+@dataclass
+class Found:
+    """What :func:`find_sources` found: the ``sources`` in order, what it looked at
+    (``looked_at``, the PATH arguments) and the links it did not follow (``not_followed``)."""
+
+    sources: List[Source]
+    looked_at: List[str]
+    not_followed: List[str]
+
+    def nothing_readable(self) -> str:
+        """Why there is no input, naming what was looked at (for the usage error)."""
+        what = ", ".join(self.looked_at)
+        links = f" ({plural(len(self.not_followed), 'link')} not followed)" if self.not_followed else ""
+        return (
+            f"no input to replay: {what} holds no files (directories are walked recursively; hidden "
+            f"files and links out of the directory are left out){links}"
+        )
+
+
+def find_sources(paths: Iterable[str], exclude: Iterable[str] = ()) -> Found:
     """The sources the PATH arguments name, in order. Raises :class:`SourceError`.
 
     ``exclude`` lists files never to read (the checkpoint, when it sits in a replayed directory).
     """
     excluded = {os.path.realpath(path) for path in exclude}
-    sources: List[Source] = []
+    found = Found([], [], [])
     for path in paths:
+        found.looked_at.append("<stdin>" if path == STDIN else path)
         if path == STDIN:
-            sources.append(Source("<stdin>", STDIN))
+            found.sources.append(Source("<stdin>", STDIN))
         elif os.path.isdir(path):
-            for entry in sorted(os.listdir(path)):
-                full = os.path.join(path, entry)
-                if entry.startswith(".") or not os.path.isfile(full) or os.path.realpath(full) in excluded:
-                    continue
-                sources.append(Source(full, os.path.abspath(full)))
+            for full in _walk(path, found.not_followed):
+                if os.path.realpath(full) not in excluded:
+                    found.sources.append(Source(full, os.path.abspath(full)))
         elif os.path.isfile(path):
-            sources.append(Source(path, os.path.abspath(path)))
+            found.sources.append(Source(path, os.path.abspath(path)))
         elif os.path.exists(path):
             raise SourceError(f"{path}: not a regular file or directory")
         else:
             raise SourceError(f"{path}: no such file or directory")
-    if sum(source.is_stdin for source in sources) > 1:
+    if sum(source.is_stdin for source in found.sources) > 1:
         raise SourceError("'-' (stdin) can be given only once")
-    return sources
+    return found
+
+
+def _walk(top: str, not_followed: List[str]) -> Iterator[str]:
+    """The regular files below ``top`` in the documented order (see the module doc)."""
+    root = os.path.realpath(top)
+
+    def files_in(directory: str) -> Iterator[str]:
+        try:
+            with os.scandir(directory) as listing:
+                entries = sorted(listing, key=lambda entry: os.fsencode(entry.name))
+        except OSError as exc:
+            raise SourceError(f"{directory}: cannot list it: {exc.strerror}") from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if os.path.commonpath([root, target]) == root and os.path.isfile(target):
+                    yield entry.path
+                else:
+                    not_followed.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                yield from files_in(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                yield entry.path
+
+    return files_in(top)
 
 
 @contextmanager

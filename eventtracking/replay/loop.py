@@ -47,17 +47,17 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Pattern, Sequence, Tuple
+from typing import Any, Dict, Optional, Pattern, Sequence, Tuple
 
 import orjson
 
 from eventtracking.replay.checkpoint import Checkpoint, head_fingerprint
 from eventtracking.replay.events import message_id, to_live_event
 from eventtracking.replay.lines import OVERLONG_LINE, LineReader, Source, may_grow, open_source
+from eventtracking.replay.refusals import Refusals
+from eventtracking.replay.summary import Summary, failure_details
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, event_time, to_track_message
-from eventtracking.wording import plural
 
 BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the reader waits
 # While replaying, the reader thread is CPU-bound and the sender thread I/O-bound: with the
@@ -66,12 +66,11 @@ BACKLOG_BYTES = 2 << 20  # encoded messages waiting for the sender before the re
 SWITCH_INTERVAL = 0.0001
 DEFAULT_CHECKPOINT_EVERY = 20_000
 DRAIN_POLL = 0.1  # at most this many seconds between two looks at the counters while waiting for delivery
-UNREADABLE_SHOWN = 10
-FAILED_SHOWN = 10
 # Drops that mean "the destination is not taking anything now": stop reading, resume later.
 STOP_REASONS = ("gave_up", "buffer_full")
 # Drops that are final: the destination answered and refused the message; sending it again
-# would be refused again, so the checkpoint may pass it (every other drop freezes it).
+# would be refused again, so the checkpoint may pass it (every other drop freezes it), unless
+# the refusal was of the configuration (see :mod:`eventtracking.replay.refusals`).
 SETTLED_DROPS = ("refused",)
 _NAME_CACHE_LIMIT = 100_000
 
@@ -83,22 +82,6 @@ class StopReplay(Exception):
 class _StopRequested(Exception):
     """:meth:`Replay.stop` was called: stop reading at a line boundary, deliver, checkpoint."""
 
-
-
-class FailureLog:
-    """The backend's ``on_error`` hook: keeps the first few failed messages to name them in the
-    summary (by event, timestamp and messageId: the sender no longer knows their line)."""
-
-    def __init__(self, limit: int = FAILED_SHOWN) -> None:
-        self.limit = limit
-        self.shown: List[str] = []
-
-    def __call__(self, reason: str, messages: List[dict]) -> None:
-        for message in messages[: max(self.limit - len(self.shown), 0)]:
-            self.shown.append(
-                f"{reason}: {message.get('event')!r} at {message.get('timestamp')} "
-                f"(messageId {message.get('messageId')})"
-            )
 
 
 class DryRun:
@@ -132,129 +115,6 @@ class DryRun:
         return True
 
 
-@dataclass
-class Summary:
-    """What a replay did; :meth:`format` is what the command prints."""
-
-    dry_run: bool = False
-    inputs: int = 0
-    lines: int = 0
-    acknowledged: int = 0  # lines skipped because the checkpoint says they were acknowledged
-    events: int = 0  # lines that held an event
-    filtered: int = 0
-    unreadable: int = 0
-    unreadable_shown: List[str] = field(default_factory=list)
-    partial: List[str] = field(default_factory=list)  # last lines without a newline yet
-    sent: int = 0  # delivered (acknowledged by the destination); a dry run: would be sent
-    skipped: Dict[str, int] = field(default_factory=dict)
-    failed: Dict[str, int] = field(default_factory=dict)
-    failed_details: Dict[str, str] = field(default_factory=dict)  # reason -> what the server/network said
-    failed_shown: List[str] = field(default_factory=list)
-    stopped: Optional[str] = None
-    interrupted: bool = False
-    checkpoint: bool = False  # the run had --checkpoint: it says what it skipped and what it saved
-    checkpoint_frozen: bool = False  # a delivery failed: the checkpoint stayed before it
-    elapsed: float = 0.0
-
-    def add_unreadable(self, where: str, reason: str) -> None:
-        self.unreadable += 1
-        if len(self.unreadable_shown) < UNREADABLE_SHOWN:
-            self.unreadable_shown.append(f"{where}: {reason}")
-
-    @property
-    def failed_total(self) -> int:
-        return sum(self.failed.values())
-
-    def exit_status(self) -> int:
-        if self.interrupted:
-            return 130
-        return 1 if self.unreadable or self.failed_total or self.stopped else 0
-
-    def exit_meaning(self) -> str:
-        """What the exit status says, in words (the summary's last line)."""
-        status = self.exit_status()
-        if status == 130:
-            resume = (
-                "rerun with the same --checkpoint to resume after what was acknowledged"
-                if self.checkpoint
-                else "rerun to send again (with --checkpoint, a rerun resumes instead)"
-            )
-            return f"exit status 130: interrupted; {resume}"
-        if status == 0:
-            return "exit status 0: every readable event was delivered or skipped by rule"
-        causes = []
-        if self.unreadable:
-            causes.append(f"{plural(self.unreadable, 'line')} unreadable (listed above)")
-        if self.failed_total:
-            causes.append(f"{plural(self.failed_total, 'delivery', 'deliveries')} failed (reasons above)")
-        if self.stopped:
-            causes.append("stopped early (see above)")
-        return "exit status 1: " + "; ".join(causes)
-
-    def format(self) -> str:
-        skipped = dict(self.skipped)
-        if self.filtered:
-            skipped["filtered"] = self.filtered
-        rate = self.lines / self.elapsed if self.elapsed > 0 else 0.0
-        title = "replay summary (dry run: nothing sent)" if self.dry_run else "replay summary"
-        if self.interrupted:
-            title += " (interrupted)"
-        rows = [("lines read", f"{self.lines:,} in {plural(self.inputs, 'input')}")]
-        if self.checkpoint:
-            rows.append(("already acknowledged", f"{self.acknowledged:,} lines (checkpoint: not sent again)"))
-        rows += [
-            ("events would be sent" if self.dry_run else "events sent", f"{self.sent:,}"),
-            ("skipped", f"{sum(skipped.values()):,}{_reasons(skipped)}"),
-            ("unreadable lines", f"{self.unreadable:,}"),
-        ]
-        lines = [title] + [f"  {label:<21} {value}" for label, value in rows]
-        lines += [f"      {where}" for where in self.unreadable_shown]
-        if self.unreadable > len(self.unreadable_shown):
-            lines.append(f"      ... and {self.unreadable - len(self.unreadable_shown):,} more")
-        if self.partial:
-            count = f"{len(self.partial):,} (no newline yet: not checkpointed)"
-            lines.append(f"  {'partial last lines':<21} {count}")
-            lines += [f"      {where}" for where in self.partial]
-        failed = _reasons(self.failed, self.failed_details)
-        lines.append(f"  {'failed deliveries':<21} {self.failed_total:,}{failed}")
-        lines += [f"      {what}" for what in self.failed_shown]
-        if self.failed_total > len(self.failed_shown) and self.failed_shown:
-            lines.append(f"      ... and {self.failed_total - len(self.failed_shown):,} more")
-        lines.append(f"  {'elapsed':<21} {self.elapsed:.1f} s ({rate:,.0f} lines/s)")
-        if self.checkpoint_frozen:
-            lines.append("the checkpoint stays before the first failed delivery: a rerun retries from there")
-        if self.stopped:
-            lines.append(f"stopped early: {self.stopped}")
-        lines.append(self.exit_meaning())
-        return "\n".join(lines) + "\n"
-
-
-def _reasons(counts: Dict[str, int], details: Optional[Dict[str, str]] = None) -> str:
-    """``: refused 2 (HTTP 400: ...), gave_up 5 (connection refused: host)``; "" for no counts."""
-    if not counts:
-        return ""
-    details = details or {}
-    return ": " + ", ".join(
-        f"{reason} {count:,}" + (f" ({details[reason]})" if details.get(reason) else "")
-        for reason, count in sorted(counts.items())
-    )
-
-
-def failure_details(stats: Dict[str, Any]) -> Dict[str, str]:
-    """The reason -> detail mapping of a backend's ``stats()`` (the HTTP status and the server's
-    reason, or the network error and host), as text; {} when the backend gives none."""
-    details = stats.get("reasons") or {}
-    result: Dict[str, str] = {}
-    for reason, detail in details.items() if isinstance(details, dict) else ():
-        if isinstance(detail, dict):  # several details for one reason: the most frequent first
-            detail = "; ".join(str(text) for text, _ in sorted(detail.items(), key=lambda item: -item[1]))
-        elif isinstance(detail, (list, tuple)):
-            detail = "; ".join(str(text) for text in detail)
-        if detail:
-            result[str(reason)] = str(detail)
-    return result
-
-
 class Replay:
     """Reads sources line by line and hands their events to a sink: a SegmentBackend, or a
     :class:`DryRun` (then the summary counts what would be sent)."""
@@ -270,7 +130,7 @@ class Replay:
         checkpoint: Optional[Checkpoint] = None,
         resume_from: Optional[Checkpoint] = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-        failures: Optional[FailureLog] = None,
+        failures: Optional[Refusals] = None,
     ) -> None:
         self.sink = sink
         self.names = list(names)
@@ -495,6 +355,13 @@ class Replay:
 
     def _stop_if_refused(self, stats: Dict[str, Any]) -> None:
         self._say_retrying(stats)
+        problem = self.failures.configuration_error(stats) if self.failures is not None else None
+        if problem:
+            self._freeze()
+            raise StopReplay(
+                f"the destination refuses this configuration ({problem}). Nothing more was sent, and "
+                "the checkpoint stays before the lines not delivered: rerun with the fix to send them"
+            )
         details = failure_details(stats)
         stopping = [
             f"{reason}: {details[reason]}" if details.get(reason) else reason
@@ -530,13 +397,20 @@ class Replay:
             return
         stats = self.sink.stats()
         unsettled = [reason for reason, n in stats["dropped"].items() if n and reason not in SETTLED_DROPS]
+        failures = self.failures
+        if failures is not None and (failures.configuration_error(stats) or failures.not_kept):
+            unsettled.append("refused")  # not for the message's sake, or not kept: a rerun sends it
         if unsettled or stats.get("deferred"):
-            self._frozen = True  # a rerun must retry what was not delivered: never record past it
-            self.summary.checkpoint_frozen = True
+            self._freeze()
             return
         if self._positions:
             self.checkpoint.record(self._positions)
             self._positions = {}
+
+    def _freeze(self) -> None:
+        """A rerun must retry what was not delivered: never record past it."""
+        self._frozen = True
+        self.summary.checkpoint_frozen = self.checkpoint is not None
 
     def _collect_stats(self) -> None:
         stats = self.sink.stats()
@@ -547,6 +421,12 @@ class Replay:
         summary.failed_details = failure_details(stats)
         if self.failures is not None:
             summary.failed_shown = list(self.failures.shown)
+            summary.dead_letters = self.failures.kept
+            summary.dead_letter_dir = self.failures.dead_letters
+            summary.dead_letters_not_kept = self.failures.not_kept
+        spooled = (stats.get("spool") or {}).get("dead_letters")
+        if spooled:  # the backend's spool keeps them (--spool)
+            summary.dead_letters = spooled
         left = stats.get("in_flight", 0)
         if left:
             summary.failed["not_answered"] = left

@@ -871,8 +871,7 @@ class Spool(SenderWait):
 
     def dead_letter(self, reason: str, batch: list[bytes]) -> None:
         """Append the finally refused messages to ``deadletters.jsonl`` (see the module docstring)."""
-        head = b'{"reason":' + orjson.dumps(reason) + b',"time":' + orjson.dumps(utc_now()) + b',"message":'
-        lines = b"".join(head + item + b"}\n" for item in batch)
+        lines = dead_letter_lines(reason, batch)
         try:
             written = append_dead_letters(self.directory, lines, fsync=self.fsync, max_bytes=self.max_bytes)
         except OSError as error:
@@ -1315,6 +1314,12 @@ def dead_letter_lock(directory: str) -> Iterator[None]:
 def open_dead_letters(directory: str, flags: int = os.O_RDONLY) -> int:
     """A descriptor on ``deadletters.jsonl``, never through a symbolic link (0600 when created)."""
     return _open(os.path.join(directory, DEAD_LETTER_FILE), flags)
+
+
+def dead_letter_lines(reason: str, batch: list[bytes]) -> bytes:
+    """The lines of ``deadletters.jsonl`` for encoded messages refused for ``reason``, now."""
+    head = b'{"reason":' + orjson.dumps(reason) + b',"time":' + orjson.dumps(utc_now()) + b',"message":'
+    return b"".join(head + item + b"}\n" for item in batch)
 
 
 def append_dead_letters(
