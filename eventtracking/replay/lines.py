@@ -1,4 +1,4 @@
-"""Where replayed lines come from: files (plain or gzip), directories, stdin.
+"""Where replayed lines come from: files (plain or gzip), directories, stdin, object storage.
 
 :func:`find_sources` turns the command's PATH arguments into an ordered list of
 :class:`Source`\\ s; :func:`read_lines` yields a source's lines in lists, one list per chunk
@@ -24,8 +24,9 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable, Iterator, List, cast
+from typing import Any, BinaryIO, Iterable, Iterator, List, Optional, cast
 
+from eventtracking.replay.storage import StorageError, list_objects, local_path, open_object, scheme_of
 from eventtracking.wording import plural
 
 STDIN = "-"
@@ -43,10 +44,16 @@ class Source:
 
     name: str
     key: str
+    size: Optional[int] = None  # an object's size, as listed (a local file's is looked up)
 
     @property
     def is_stdin(self) -> bool:
         return self.key == STDIN
+
+    @property
+    def is_object(self) -> bool:
+        """An object in object storage (its key is its URL: :mod:`eventtracking.replay.storage`)."""
+        return scheme_of(self.key) is not None
 
 
 class SourceError(Exception):
@@ -81,6 +88,15 @@ def find_sources(paths: Iterable[str], exclude: Iterable[str] = ()) -> Found:
     found = Found([], [], [])
     for path in paths:
         found.looked_at.append("<stdin>" if path == STDIN else path)
+        scheme = scheme_of(path)
+        if scheme == "file":
+            path = local_path(path)
+        elif scheme is not None:
+            try:
+                found.sources += [Source(url, url, size) for url, size in list_objects(path)]
+            except StorageError as exc:
+                raise SourceError(str(exc)) from None
+            continue
         if path == STDIN:
             found.sources.append(Source("<stdin>", STDIN))
         elif os.path.isdir(path):
@@ -141,6 +157,14 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
         stream = io.BufferedReader(_Prefixed(head, raw), CHUNK_BYTES)
         yield gzip.GzipFile(fileobj=stream, mode="rb") if head == _GZIP_MAGIC else stream  # type: ignore[misc]
         return
+    if source.is_object:
+        with open_object(source.key) as buffered:
+            if buffered.peek(2)[:2] == _GZIP_MAGIC:
+                with gzip.GzipFile(fileobj=buffered, mode="rb") as unzipped:
+                    yield unzipped  # type: ignore[misc]
+            else:
+                yield buffered
+        return
     with open(source.key, "rb", buffering=CHUNK_BYTES) as raw:
         # A regular file's read gives all it asks for: two bytes tell gzip from plain text.
         if cast(io.BufferedReader, raw).peek(2)[:2] == _GZIP_MAGIC:
@@ -152,8 +176,8 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
 
 def may_grow(source: Source, stream: BinaryIO) -> bool:
     """True when more may be appended to the source later: a plain file (a live ``tracking.log``),
-    not stdin (a stream that ended) nor gzip (a rotated, finished log)."""
-    return not source.is_stdin and not isinstance(stream, gzip.GzipFile)
+    not stdin (a stream that ended), an object (written whole) nor gzip (a rotated, finished log)."""
+    return not (source.is_stdin or source.is_object or isinstance(stream, gzip.GzipFile))
 
 
 class _Prefixed(io.RawIOBase):

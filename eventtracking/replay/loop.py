@@ -484,8 +484,8 @@ class Progress:
 
 
 def _size(source: Source) -> Optional[int]:
-    if source.is_stdin:
-        return None
+    if source.is_stdin or source.is_object:
+        return source.size
     try:
         return os.path.getsize(source.key)
     except OSError:
