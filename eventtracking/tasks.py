@@ -118,3 +118,7 @@ def send_events(self: Any, backend_name: str, processed_events: list) -> None:
             countdown=COUNTDOWN,
             max_retries=MAX_RETRIES,
         )
+
+
+# The task of `eventtracking replay --celery`: a worker whose app imports this module runs it.
+from eventtracking.replay import tasks as _replay_tasks  # noqa: E402,F401

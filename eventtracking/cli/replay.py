@@ -33,6 +33,7 @@ from eventtracking.cli.args import write_key as resolve_write_key
 from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, key_fingerprint
 from eventtracking.replay.lines import SourceError, find_sources
 from eventtracking.replay.loop import DEFAULT_CHECKPOINT_EVERY, DryRun, Replay
+from eventtracking.replay.parts import DEFAULT_REQUESTS_PER_SECOND, EVENTS_PER_REQUEST, HOST_ENV, PART_BYTES
 from eventtracking.replay.refusals import Refusals
 from eventtracking.segment.mapping import MappingOptions, event_time
 from eventtracking.segment.spool import DEAD_LETTER_FILE, DEAD_LETTER_LOCK
@@ -93,6 +94,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add("--rate", type=positive_float, default=None, metavar="N", help="send at most N events/s")
     add(
+        "--celery", default=None, metavar="APP",
+        help="spread the replay over the workers of this Celery app (as `celery -A APP` takes it; its "
+        "workers import eventtracking.tasks and have their own write key and host); needs --checkpoint",
+    )
+    add(
+        "--requests-per-second", type=positive_float, default=DEFAULT_REQUESTS_PER_SECOND, metavar="N",
+        help=f"with --celery: one limit for all workers, in requests of {EVENTS_PER_REQUEST} events "
+        f"(default: {DEFAULT_REQUESTS_PER_SECOND:g}; Segment asks for under 1,000)",
+    )
+    add(
+        "--part-bytes", type=positive_int, default=PART_BYTES, metavar="N",
+        help=f"with --celery: a plain local file larger than this is sent as parts (default: {PART_BYTES})",
+    )
+    add(
         "--anonymous-id-field", default=None, metavar="PATH",
         help="send events without a user id under the anonymousId at this dotted path (context.session)",
     )
@@ -129,12 +144,14 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.celery:
+        _check_celery_args(args)
     if args.db is not None and not args.local:
         raise UsageError("--db names the local collector's file: it goes with --local")
     if args.local and (args.write_key or args.host):
         raise UsageError("--local sends to a collector on this machine: it takes no --write-key or --host")
-    write_key = None if args.local else resolve_write_key(args.write_key)  # the env var: not for --local
-    if not (write_key or args.local or args.dry_run):
+    write_key = None if args.local or args.celery else resolve_write_key(args.write_key)
+    if not (write_key or args.local or args.dry_run or args.celery):
         where = f"--host {args.host} needs a key" if args.host else "no destination"
         raise UsageError(
             f"{where}: give --write-key KEY (or set ${WRITE_KEY_ENV}), "
@@ -162,6 +179,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             checkpoint = Checkpoint(args.checkpoint, _selection(args, write_key, local_db))
     except (SourceError, CheckpointError) as exc:
         raise UsageError(str(exc)) from None
+    if args.celery:
+        assert checkpoint is not None
+        return _run_celery(args, out, sources, checkpoint)
 
     collector = None
     failures = Refusals(dead_letters, keep=dead_letters != os.path.abspath(args.spool or "\0"))
@@ -215,6 +235,57 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return summary.exit_status()
 
 
+def _check_celery_args(args: argparse.Namespace) -> None:
+    """What --celery does not take: the destination is each worker's own; a checkpoint is needed."""
+    given = [
+        option
+        for option, value in (
+            ("--write-key", args.write_key), ("--host", args.host), ("--local", args.local),
+            ("--dry-run", args.dry_run), ("--spool", args.spool), ("--rate", args.rate),
+        )
+        if value
+    ]
+    if given:
+        raise UsageError(
+            f"--celery takes no {', '.join(given)}: each worker sends with the write key and host of "
+            f"its own environment (${WRITE_KEY_ENV} and ${HOST_ENV}) or settings; the rate is "
+            "--requests-per-second"
+        )
+    if not args.checkpoint:
+        raise UsageError("--celery needs --checkpoint FILE: the parts done are recorded there, so that the "
+                         "same command resumes a run that was stopped")
+    if "-" in args.paths:
+        raise UsageError("--celery reads files and objects the workers can reach: not - (stdin)")
+
+
+def _run_celery(args: argparse.Namespace, out: TextIO, sources: Any, checkpoint: Checkpoint) -> int:
+    from eventtracking.replay.distributed import Coordinator, CoordinatorError, load_app
+
+    options = {
+        "name": [pattern.pattern for pattern in args.name],
+        "since": args.since.isoformat() if args.since else None,
+        "until": args.until.isoformat() if args.until else None,
+        "anonymous_id_field": args.anonymous_id_field,
+        "retry_timeout": args.retry_timeout,
+        "dead_letters": args.dead_letters or DEFAULT_DEAD_LETTERS,
+        "requests_per_second": args.requests_per_second,
+    }
+    try:
+        coordinator = Coordinator(
+            load_app(args.celery), options, checkpoint, args.part_bytes, progress=sys.stderr.isatty()
+        )
+    except CoordinatorError as exc:
+        raise UsageError(str(exc)) from None
+    restore = on_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: coordinator.stop())
+    try:
+        summary = coordinator.run(sources)
+    finally:
+        restore()
+    out.write(summary.format())
+    out.flush()
+    return summary.exit_status()
+
+
 def _stopping(replay: Replay) -> Callable[[int, Any], None]:
     """The SIGINT/SIGTERM handler: the first asks the replay to stop cleanly (deliver what was
     handed over, save the checkpoint), the next stops at once (no checkpoint)."""
@@ -244,7 +315,9 @@ def _selection(args: argparse.Namespace, write_key: Optional[str], local_db: Opt
         "until": args.until.isoformat() if args.until else None,
         "anonymous_id_field": args.anonymous_id_field or None,
     }
-    if not args.dry_run:
+    if args.celery:
+        selection["destination"] = f"celery:{args.celery}"  # each worker's own
+    elif not args.dry_run:
         if local_db is not None:
             selection["destination"] = f"local:{local_db}"
             write_key = PLACEHOLDER_WRITE_KEY

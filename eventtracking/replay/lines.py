@@ -45,6 +45,12 @@ class Source:
     name: str
     key: str
     size: Optional[int] = None  # an object's size, as listed (a local file's is looked up)
+    # A part of a plain local file (``eventtracking replay --celery`` splits large ones): its
+    # bytes from ``start`` (just after a newline) to ``end`` (None: the end of the file), whose
+    # first line is line ``first_line + 1`` of the file.
+    start: int = 0
+    end: Optional[int] = None
+    first_line: int = 0
 
     @property
     def is_stdin(self) -> bool:
@@ -166,6 +172,14 @@ def open_source(source: Source) -> Iterator[BinaryIO]:
                 yield buffered
         return
     with open(source.key, "rb", buffering=CHUNK_BYTES) as raw:
+        if source.start or source.end is not None:  # a part of a plain file
+            raw.seek(source.start)
+            if source.end is not None:
+                limited = _Limited(raw, source.end - source.start)
+                yield io.BufferedReader(limited, CHUNK_BYTES)
+            else:
+                yield raw
+            return
         # A regular file's read gives all it asks for: two bytes tell gzip from plain text.
         if cast(io.BufferedReader, raw).peek(2)[:2] == _GZIP_MAGIC:
             with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
@@ -197,6 +211,24 @@ class _Prefixed(io.RawIOBase):
         else:
             data = self._read(len(buffer))
         buffer[: len(data)] = data
+        return len(data)
+
+
+class _Limited(io.RawIOBase):
+    """The next ``length`` bytes of ``stream`` (not closing it)."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(min(len(buffer), self._left)) if self._left > 0 else b""
+        buffer[: len(data)] = data
+        self._left -= len(data)
         return len(data)
 
 

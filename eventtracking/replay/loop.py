@@ -47,7 +47,7 @@ import os
 import sys
 import time
 import zlib
-from typing import Any, Dict, Optional, Pattern, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Pattern, Sequence, Tuple
 
 import orjson
 
@@ -131,7 +131,11 @@ class Replay:
         resume_from: Optional[Checkpoint] = None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         failures: Optional[Refusals] = None,
+        throttle: Optional[Callable[[], None]] = None,
+        on_progress: Optional[Callable[[int, int], None]] = None,
     ) -> None:
+        """``throttle`` is called before each event is handed over (a rate shared with other
+        processes); ``on_progress(lines, sent)`` between chunks (a part's progress, --celery)."""
         self.sink = sink
         self.names = list(names)
         self.since = since
@@ -141,6 +145,8 @@ class Replay:
         self.resume_from = resume_from or checkpoint  # read from
         self.checkpoint_every = checkpoint_every
         self.failures = failures
+        self.throttle = throttle
+        self.on_progress = on_progress
         self.summary = Summary(dry_run=isinstance(sink, DryRun))
         self._name_matches: Dict[Any, bool] = {}
         self._positions: Dict[str, Tuple[int, str]] = {}  # read, not yet checkpointed
@@ -198,8 +204,8 @@ class Replay:
         summary = self.summary
         loads, decode_error, send = orjson.loads, orjson.JSONDecodeError, self.sink.send
         filtering = bool(self.names or self.since or self.until)
-        rate = self.rate
-        line_number = 0
+        rate, throttle = self.rate, self.throttle
+        line_number = source.first_line
         skip_through = 0
         head = ""
         try:
@@ -237,6 +243,8 @@ class Replay:
                         if filtering and not self._wanted(event):
                             summary.filtered += 1
                             continue
+                        if throttle is not None:
+                            throttle()  # a limit shared with other processes (--celery)
                         if rate is not None:
                             self._throttle()
                             if self._stop_requested:  # this line is not sent; those before it were
@@ -330,9 +338,11 @@ class Replay:
             time.sleep(0.005)  # let the sender drain: memory stays flat in the input size
             stats = self.sink.stats()
             self._stop_if_refused(stats)  # a spool keeps what it gives up on: it never drains then
+        sent = stats["accepted" if self.summary.dry_run else "delivered"]
         if self._progress is not None:
-            sent = stats["accepted" if self.summary.dry_run else "delivered"]
             self._progress.update(self.summary.lines, sent)
+        if self.on_progress is not None:
+            self.on_progress(self.summary.lines, sent)
         if self.checkpoint is not None and self._lines_since_checkpoint >= self.checkpoint_every:
             self._drain()
             self._save_checkpoint()
