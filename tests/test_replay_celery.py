@@ -169,3 +169,36 @@ def test_a_worker_process_killed_mid_run_loses_nothing(site, worker, worker_coll
     assert len(unique) == expected_events - skipped, (len(unique), expected_events, skipped)
     assert worker_collector.count() >= len(unique)  # duplicates only under the same messageId
     assert "WorkerLostError" in worker.log()  # it was running a part: the part was given again
+
+
+def deliverable(files: int, lines: int) -> int:
+    """The events of make_archive's archive that are sent (not broken, with a user)."""
+    count = 0
+    for index in range(files):
+        for i in range(lines):
+            broken = index == 1 and i % 1000 == 999
+            count += not broken and i % 97 != 5
+    return count
+
+
+def test_a_killed_coordinator_resumes_with_the_same_command(site, worker, worker_collector, tmp_path):
+    archive = tmp_path / "archive"
+    total = make_archive(archive, files=6, lines=4000)
+    argv = (str(archive), "--checkpoint", str(tmp_path / "c.ckpt"), "--requests-per-second", "4")
+    process = coordinator(site, *argv)
+    try:
+        wait_until(lambda: (tmp_path / "c.ckpt").exists(), 120, "a first part done and checkpointed")
+        process.kill()
+        process.wait(30)
+    finally:
+        stop_process(process)
+    done = orjson.loads((tmp_path / "c.ckpt").read_bytes())["files"]
+    assert 0 < len(done) < 6
+
+    process = coordinator(site, *argv)
+    out, err = process.communicate(timeout=400)
+    numbers = summary_numbers(out)
+    assert process.returncode in (0, 1), out + err  # 1 when the part with broken lines ran again
+    assert numbers["already acknowledged"] == sum(entry["line"] for entry in done.values())
+    assert numbers["lines read"] + numbers["already acknowledged"] == total
+    assert len(set(worker_collector.message_ids())) == deliverable(6, 4000)
