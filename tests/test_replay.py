@@ -1060,14 +1060,19 @@ def test_the_same_4xx_for_every_message_stops_early(capsys, collector, tmp_path)
     assert collector.requests["faulted"] < total // 500, collector.requests
 
 
+def log_with_refused_events(path: Path, collector: Collector, count: int, refused: tuple) -> Path:
+    """A log of ``count`` lines whose lines at ``refused`` (0-based) the collector refuses (400)."""
+    lines = many_lines(count)
+    for index in refused:
+        lines[index] = legacy_line(live_browser_event(index))  # play_video
+    collector.faults.reject_event("play_video")
+    return write_lines(path, lines)
+
+
 def test_messages_refused_one_by_one_are_dead_letters_the_summary_says_how_to_resend(
     capsys, collector, tmp_path
 ):
-    lines = many_lines(8)
-    lines[2] = legacy_line(live_browser_event(2))
-    lines[5] = legacy_line(live_browser_event(5))
-    log = write_lines(tmp_path / "t.log", lines)
-    collector.faults.reject_event("play_video")
+    log = log_with_refused_events(tmp_path / "t.log", collector, 8, (2, 5))
     checkpoint = tmp_path / "cp.json"
     code, output = replay(capsys, str(log), "--host", collector.url, "--checkpoint", str(checkpoint))
     assert code == 1, output
@@ -1085,10 +1090,7 @@ def test_messages_refused_one_by_one_are_dead_letters_the_summary_says_how_to_re
 
 
 def test_with_a_spool_the_summary_names_its_dead_letters(capsys, collector, tmp_path):
-    lines = many_lines(6)
-    lines[3] = legacy_line(live_browser_event(3))
-    log = write_lines(tmp_path / "t.log", lines)
-    collector.faults.reject_event("play_video")
+    log = log_with_refused_events(tmp_path / "t.log", collector, 6, (3,))
     spool = tmp_path / "spool"
     code, output = replay(capsys, str(log), "--host", collector.url, "--spool", str(spool))
     assert code == 1, output

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 from engines import OURS_PYTHON, TESTS, CeleryWorker, site_env, stop_process, wait_until
+from test_replay import summary_of
 
 from eventtracking.cli import main
 from eventtracking.collector import Collector
@@ -54,13 +54,6 @@ def make_archive(root: Path, files: int, lines: int) -> int:
         path.write_bytes(gzip.compress(data) if index % 2 else data)
         total += lines
     return total
-
-
-def summary_numbers(output: str) -> dict:
-    numbers = {}
-    for label, number in re.findall(r"^  ([a-z ]+?)\s{2,}([\d,]+)", output, re.MULTILINE):
-        numbers[label] = int(number.replace(",", ""))
-    return numbers
 
 
 def summary_text(output: str) -> str:
@@ -125,7 +118,7 @@ def test_a_multi_file_archive_over_two_worker_processes_equals_a_local_run(
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1, out + err + worker.log()
     assert summary_text(out) == summary_text(local), (out, local)
-    assert summary_numbers(out)["lines read"] == total
+    assert summary_of(out)["lines read"] == total
     assert WORKER_KEY not in out + err
     # Every line once, under the same messageIds as the local run's.
     assert worker_collector.count() == len(set(worker_collector.message_ids())) == collector.count()
@@ -134,7 +127,7 @@ def test_a_multi_file_archive_over_two_worker_processes_equals_a_local_run(
     process = coordinator(site, *argv)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, out + err
-    assert summary_numbers(out)["already acknowledged"] == total
+    assert summary_of(out)["already acknowledged"] == total
     assert worker_collector.count() == collector.count()  # nothing sent again
 
 
@@ -162,7 +155,7 @@ def test_a_worker_process_killed_mid_run_loses_nothing(site, worker, worker_coll
     finally:
         stop_process(process)
     assert process.returncode == 1, out + err + worker.log()  # the broken lines only
-    numbers = summary_numbers(out)
+    numbers = summary_of(out)
     assert numbers["lines read"] == total, out
     unique = set(worker_collector.message_ids())
     skipped = numbers["skipped"]
@@ -197,7 +190,7 @@ def test_a_killed_coordinator_resumes_with_the_same_command(site, worker, worker
 
     process = coordinator(site, *argv)
     out, err = process.communicate(timeout=400)
-    numbers = summary_numbers(out)
+    numbers = summary_of(out)
     assert process.returncode in (0, 1), out + err  # 1 when the part with broken lines ran again
     assert numbers["already acknowledged"] == sum(entry["line"] for entry in done.values())
     assert numbers["lines read"] + numbers["already acknowledged"] == total
