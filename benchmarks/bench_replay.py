@@ -14,6 +14,14 @@ It prints lines/s for both (from process start until everything was acknowledged
 two log sizes (flat memory: about the same for both), and the collector's ceiling (ready-made
 batches posted back to back), which bounds any replay: on a 2-core machine the collector and the
 replay share the cores. Figures vary with the machine's load: compare ratios from one run.
+
+Then the sources and the engines of a backfill, in the same run:
+
+- the same gzip log served by an S3-compatible server (moto's, on loopback: ``s3://...``) against
+  the same log on local disk, rounds interleaved, both against the collector's ceiling;
+- the log cut into 8 gzip files replayed over Celery (``--celery``, a real Redis broker and a
+  ``celery worker`` of the test site) with 1 and with 2 worker processes, and the peak RSS of
+  each worker process for two archive sizes (flat: each process holds a part at a time, streamed).
 """
 
 from __future__ import annotations
@@ -27,14 +35,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import orjson
 import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the real engines
 
 from bench import collector_process, spread  # noqa: E402
 from bench import received as stored  # noqa: E402
@@ -124,9 +134,9 @@ def log_line(i: int, rng: random.Random) -> bytes:
     )
 
 
-def write_log(path: str, lines: int) -> float:
+def write_log(path: str, lines: int, seed: int | None = None) -> float:
     """Write ``lines`` lines gzip-compressed to ``path``; return the mean line size in bytes."""
-    rng = random.Random(lines)
+    rng = random.Random(lines if seed is None else seed)
     size = 0
     with gzip.open(path, "wb", compresslevel=6) as out:
         chunk: List[bytes] = []
@@ -145,7 +155,9 @@ def write_log(path: str, lines: int) -> float:
 # -- the runs --------------------------------------------------------------------------------
 
 
-def run_measured(command: List[str]) -> Tuple[float, float, str]:
+def run_measured(
+    command: List[str], env: Dict[str, str] | None = None, cwd: str | None = None
+) -> Tuple[float, float, str]:
     """Run ``command`` to completion; (seconds, peak RSS in MiB of that process, its stdout).
 
     The peak is the child's own VmHWM, sampled while it runs: ``ru_maxrss`` of a forked child
@@ -153,7 +165,7 @@ def run_measured(command: List[str]) -> Tuple[float, float, str]:
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=err)
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=cwd)
         peak_kb = 0
         while process.poll() is None:
             peak_kb = max(peak_kb, vm_hwm_kb(process.pid))
@@ -222,6 +234,85 @@ def run_ours(log: str, url: str) -> Tuple[float, float, str]:
     return run_measured(
         [sys.executable, "-m", "eventtracking", "replay", log, "--host", url, "--write-key", WRITE_KEY]
     )
+
+
+def run_ours_s3(log_url: str, url: str, endpoint: str) -> Tuple[float, float, str]:
+    from object_store import s3_env
+
+    env = {**os.environ, **s3_env(endpoint)}
+    return run_measured(
+        [sys.executable, "-m", "eventtracking", "replay", log_url, "--host", url, "--write-key", WRITE_KEY],
+        env,
+    )
+
+
+S3_OBJECT = "tracking/2025/01/tracking.log.gz"
+
+
+@contextmanager
+def moto_with(directory: str, log: str) -> Iterator[Tuple[str, str]]:
+    """moto's S3 server holding ``log`` as an object; yield (the object's URL, the endpoint)."""
+    from object_store import MotoServer
+
+    server = MotoServer(directory).start()
+    try:
+        client = server.client()
+        client.create_bucket(Bucket="archive")
+        client.upload_file(log, "archive", S3_OBJECT)
+        yield f"s3://archive/{S3_OBJECT}", server.url
+    finally:
+        server.stop()
+
+
+def write_archive(directory: str, lines: int, files: int = 8) -> str:
+    """``lines`` lines in ``files`` gzip files of a nested archive; returns its directory."""
+    root = os.path.join(directory, f"archive-{lines}")
+    for index in range(files):
+        path = os.path.join(root, f"2025/{index % 2 + 1:02d}/tracking.log-{index:02d}.gz")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_log(path, lines // files + (index < lines % files), seed=lines * 100 + index)
+    return root
+
+
+def run_celery(
+    archive: str, url: str, redis_url: str, processes: int, directory: str
+) -> Tuple[float, List[float]]:
+    """The archive over Celery with ``processes`` worker processes (a fresh worker): the
+    coordinator's seconds and the peak RSS (MiB) of each worker process."""
+    from engines import TESTS, CeleryWorker, site_env
+
+    from eventtracking.replay.parts import HOST_ENV
+
+    env = site_env(
+        SITE_REDIS_URL=redis_url, SITE_COLLECTOR_URL=url, SEGMENT_WRITE_KEY=WRITE_KEY, **{HOST_ENV: url}
+    )
+    worker = CeleryWorker(
+        sys.executable, directory, env, f"bench-{processes}-{time.monotonic_ns()}", processes
+    )
+    worker.start()
+    try:
+        coordinator_env = {
+            key: value for key, value in env.items() if key not in ("SEGMENT_WRITE_KEY", HOST_ENV)
+        }
+        checkpoint = os.path.join(directory, f"celery-{time.monotonic_ns()}.ckpt")
+        command = [
+            sys.executable,
+            "-m",
+            "eventtracking",
+            "replay",
+            archive,
+            "--celery",
+            "async_site",
+            "--checkpoint",
+            checkpoint,
+            "--requests-per-second",
+            "100000",
+        ]
+        seconds, _, _ = run_measured(command, coordinator_env, TESTS)
+        peaks = [vm_hwm_kb(pid) / 1024 for pid in worker.pool_pids()]
+    finally:
+        worker.stop()
+    return seconds, peaks
 
 
 def run_naive(log: str, url: str) -> Tuple[float, float, str]:
@@ -298,11 +389,17 @@ def main(argv: List[str] | None = None) -> int:
             write_log(naive_log, naive_lines)
 
         ours_runs = []  # (seconds, peak RSS, stored): each into a fresh collector
-        for _ in range(args.rounds):
-            with collector_process(directory) as url:
-                seconds, rss, _ = run_ours(big, url)
-                ours_runs.append((seconds, rss, stored(url)))
-            check_stored("ours", ours_runs[-1][2], args.lines)
+        s3_runs = []  # the same, the log read from an S3-compatible server
+        with moto_with(directory, big) as (object_url, endpoint):
+            for _ in range(args.rounds):  # interleaved: both see the same machine
+                with collector_process(directory) as url:
+                    seconds, rss, _ = run_ours(big, url)
+                    ours_runs.append((seconds, rss, stored(url)))
+                check_stored("ours", ours_runs[-1][2], args.lines)
+                with collector_process(directory) as url:
+                    seconds, rss, _ = run_ours_s3(object_url, url, endpoint)
+                    s3_runs.append((seconds, rss, stored(url)))
+                check_stored("ours from S3", s3_runs[-1][2], args.lines)
         ours_seconds = statistics.median(seconds for seconds, _, _ in ours_runs)
         ours_rss = max(rss for _, rss, _ in ours_runs)
         ours_stored = min(count for _, _, count in ours_runs)
@@ -314,6 +411,7 @@ def main(argv: List[str] | None = None) -> int:
         with collector_process(directory) as url:
             naive_seconds, naive_rss, _ = run_naive(naive_log, url)
             naive_stored = stored(url)
+        celery = bench_celery(directory, args.lines, small_lines, args.rounds)
 
     ours_rate = args.lines / ours_seconds
     naive_rate = naive_lines / naive_seconds
@@ -343,7 +441,73 @@ def main(argv: List[str] | None = None) -> int:
         f"peak RSS of ours: {small_rss:.0f} MiB for {small_lines:,} lines, {ours_rss:.0f} MiB for "
         f"{args.lines:,} lines (flat: about the same whatever the size)"
     )
+    print()
+    report_sources(args.lines, ours_runs, s3_runs, ceiling)
+    print()
+    report_celery(args.lines, small_lines, celery, ceiling)
     return 0
+
+
+def report_sources(lines: int, local: list, s3: list, ceiling: float) -> None:
+    """Local disk against the S3-compatible server, each against the collector's ceiling."""
+    print(f"{'source':14} {'lines':>11} {'seconds':>9} {'lines/s':>10} {'of ceiling':>11} {'peak RSS':>10}")
+    for label, runs in (("local gzip", local), ("s3:// (moto)", s3)):
+        seconds = statistics.median(run[0] for run in runs)
+        print(
+            f"{label:14} {lines:>11,} {seconds:>9.1f} {lines / seconds:>10,.0f} "
+            f"{lines / seconds / ceiling:>10.0%} {max(run[1] for run in runs):>7.0f} MiB"
+        )
+    ratios = [a[0] / b[0] for a, b in zip(local, s3)]
+    print(f"s3 / local, lines/s: {statistics.median(ratios):.2f}x {spread(ratios)} (rounds interleaved)")
+
+
+def bench_celery(directory: str, lines: int, small_lines: int, rounds: int) -> Dict[str, list]:
+    """1 against 2 worker processes over Celery (rounds interleaved), and the per-process peak RSS
+    for a small archive; each run into a fresh collector, every message checked."""
+    from engines import RedisServer
+
+    big, small = write_archive(directory, lines), write_archive(directory, small_lines)
+    results: Dict[str, list] = {"1": [], "2": [], "small": []}
+    redis = RedisServer(directory).start()
+    try:
+        for _ in range(rounds):
+            for processes in (1, 2):
+                with collector_process(directory) as url:
+                    results[str(processes)].append(run_celery(big, url, redis.url, processes, directory))
+                    check_stored(f"celery, {processes} processes", stored(url), lines)
+        with collector_process(directory) as url:
+            results["small"].append(run_celery(small, url, redis.url, 2, directory))
+            check_stored("celery, small archive", stored(url), small_lines)
+    finally:
+        redis.stop()
+    return results
+
+
+def report_celery(lines: int, small_lines: int, results: Dict[str, list], ceiling: float) -> None:
+    print(
+        f"{'over Celery':14} {'lines':>11} {'seconds':>9} {'lines/s':>10} {'of ceiling':>11} "
+        f"{'peak RSS/process':>17}"
+    )
+    for processes in ("1", "2"):
+        runs = results[processes]
+        seconds = statistics.median(run[0] for run in runs)
+        peak = max(max(run[1]) for run in runs)
+        label = f"{processes} process" + ("es" if processes != "1" else "")
+        print(
+            f"{label:14} {lines:>11,} {seconds:>9.1f} {lines / seconds:>10,.0f} "
+            f"{lines / seconds / ceiling:>10.0%} {peak:>14.0f} MiB"
+        )
+    ratios = [one[0] / two[0] for one, two in zip(results["1"], results["2"])]
+    print(
+        f"2 / 1 processes, lines/s: {statistics.median(ratios):.2f}x {spread(ratios)} "
+        f"on {os.cpu_count()} cores shared by the 2 worker processes, the collector and the coordinator"
+    )
+    small_peak = max(results["small"][0][1])
+    big_peak = max(max(run[1]) for run in results["2"])
+    print(
+        f"peak RSS per worker process: {small_peak:.0f} MiB for {small_lines:,} lines, {big_peak:.0f} MiB "
+        f"for {lines:,} lines (flat: a process holds one part at a time, streamed)"
+    )
 
 
 if __name__ == "__main__":

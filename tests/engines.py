@@ -136,11 +136,14 @@ class RedisServer:
 
 
 class CeleryWorker:
-    """``celery -A async_site worker`` (prefork, 2 processes) on the test site, in ``python``'s
-    environment; its log is kept in ``workdir`` and shown when the test fails."""
+    """``celery -A async_site worker`` (prefork, ``concurrency`` processes: 2) on the test site, in
+    ``python``'s environment; its log is kept in ``workdir`` and shown when the test fails."""
 
-    def __init__(self, python: str, workdir: str, env: dict, name: str = "worker") -> None:
+    def __init__(
+        self, python: str, workdir: str, env: dict, name: str = "worker", concurrency: int = 2
+    ) -> None:
         self.python = python
+        self.concurrency = concurrency
         self.log_path = os.path.join(workdir, f"celery-{name}.log")
         self.env = env
         self.process: Optional[subprocess.Popen] = None
@@ -160,7 +163,7 @@ class CeleryWorker:
                 "--pool",
                 "prefork",
                 "--concurrency",
-                "2",
+                str(self.concurrency),
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -181,6 +184,13 @@ class CeleryWorker:
         if self.process is not None and self.process.poll() is not None:
             pytest.fail(f"the celery worker exited with {self.process.returncode}:\n{self.log()}")
         return b"ready." in open(self.log_path, "rb").read()
+
+    def pool_pids(self) -> list:
+        """The pids of the worker's pool processes (the children of its main process)."""
+        assert self.process is not None
+        pid = self.process.pid
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
 
     def log(self) -> str:
         with open(self.log_path, "rb") as log:

@@ -131,14 +131,6 @@ def test_a_multi_file_archive_over_two_worker_processes_equals_a_local_run(
     assert worker_collector.count() == collector.count()  # nothing sent again
 
 
-def pool_processes(worker: CeleryWorker) -> list:
-    """The worker's pool processes (the children of its main process)."""
-    assert worker.process is not None
-    pid = worker.process.pid
-    with open(f"/proc/{pid}/task/{pid}/children") as children:
-        return [int(child) for child in children.read().split()]
-
-
 def test_a_worker_process_killed_mid_run_loses_nothing(site, worker, worker_collector, tmp_path):
     archive = tmp_path / "archive"
     total = make_archive(archive, files=6, lines=6000)
@@ -149,7 +141,7 @@ def test_a_worker_process_killed_mid_run_loses_nothing(site, worker, worker_coll
     )
     try:
         wait_until(lambda: worker_collector.count() >= 3000, 120, "the first deliveries")
-        [victim, *_] = pool_processes(worker)
+        [victim, *_] = worker.pool_pids()
         os.kill(victim, signal.SIGKILL)
         out, err = process.communicate(timeout=400)
     finally:
