@@ -1,4 +1,6 @@
-"""``eventtracking replay PATH...``: the command line of :mod:`eventtracking.replay`.
+"""``eventtracking replay PATH...``: the command line of :mod:`eventtracking.replay` (user guide:
+``docs/replay.rst``). A PATH is a file, a directory (walked recursively), ``-`` or an object
+storage URL; ``--celery APP`` spreads the run over the app's workers.
 
 Options, destination (``--write-key``/``--host``, ``--local`` or ``--dry-run``) and the checkpoint's
 selection are settled here; the loop itself is :class:`eventtracking.replay.loop.Replay`.

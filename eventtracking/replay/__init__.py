@@ -8,9 +8,16 @@ number, so a repeated or resumed replay adds nothing new in Segment (which dedup
 messageId). The modules:
 
 * :mod:`~eventtracking.replay.lines`: inputs (files, gzip, directories, stdin) read in chunks;
+* :mod:`~eventtracking.replay.storage`: object storage (``s3://``, ``gs://``, ``az://``) as input;
 * :mod:`~eventtracking.replay.events`: a line's object → the live event; the messageId;
 * :mod:`~eventtracking.replay.checkpoint`: per input, the line up to which all was acknowledged;
-* :mod:`~eventtracking.replay.loop`: the replay loop and its summary.
+* :mod:`~eventtracking.replay.refusals`: refusals of the configuration (stop) and of one
+  message (dead letters);
+* :mod:`~eventtracking.replay.loop`: the replay loop; :mod:`~eventtracking.replay.summary` its summary;
+* :mod:`~eventtracking.replay.parts`, :mod:`~eventtracking.replay.tasks` and
+  :mod:`~eventtracking.replay.distributed`: a replay spread over Celery workers (``--celery``).
+
+The user guide is ``docs/replay.rst``.
 
 The command line is :mod:`eventtracking.cli.replay`.
 """

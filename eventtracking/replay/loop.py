@@ -20,11 +20,15 @@ Contract:
   between chunks of about 100 KB to 1 MB) the reader waits until the backend has had an answer
   for everything and, when all was settled, writes the position of each input (see
   :mod:`eventtracking.replay.checkpoint`); a rerun with the same file skips those lines. Settled
-  means delivered, skipped by rule, or finally refused by the destination (HTTP 400 and the
-  like: sending it again would be refused again), which is counted as a failed delivery and
-  named in the summary. After any other failed delivery (given up after retries, buffer full,
-  deferred to the spool, an internal error) the checkpoint stops advancing, so a rerun retries
-  from there.
+  means delivered, skipped by rule, or refused for that message by the destination (HTTP 400
+  and the like: sending it again would be refused again), which is counted as a failed
+  delivery, kept as a dead letter and named in the summary. After any other failed delivery
+  (a refusal of the configuration, given up after retries, buffer full, deferred to the spool,
+  a dead letter that could not be kept, an internal error) the checkpoint stops advancing, so
+  a rerun retries from there.
+* A refusal of the configuration rather than of the message (401/403, 404/405, a redirect,
+  one 4xx for every message: :mod:`eventtracking.replay.refusals`) stops the run at once, with
+  the reason and the fix.
 * The checkpoint records the options that select events (``--name``, ``--since``, ``--until``,
   ``--anonymous-id-field``) and the destination (``--host`` or ``--local``, and a short digest
   of the write key, never the key): a checkpoint written with others is refused (exit status 2)
