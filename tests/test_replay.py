@@ -685,6 +685,9 @@ def test_a_refused_event_is_a_failed_delivery_and_the_checkpoint_passes_it(capsy
         (["replay", "{missing}", "--host", "http://127.0.0.1:9", "--write-key", "k"], "no such file"),
         (["replay", "{log}", "--host", "https://api.segment.io"], "https://api.segment.io needs a key"),
         (["replay", "{empty}", "--dry-run"], "no input to replay: {empty} holds no files"),
+        (["replay", "{log}", "--celery", "s", "--write-key", "k", "--checkpoint", "c"], "no --write-key"),
+        (["replay", "{log}", "--celery", "site"], "--celery needs --checkpoint FILE"),
+        (["replay", "{log}", "--celery", "no_such_site", "--checkpoint", "{cp}"], "cannot load the Celery"),
         (["replay", "{log}", "--local", "--db", "{log}"], "not a SQLite database"),
         (["replay", "{log}", "--local", "--host", "http://127.0.0.1:9"], "takes no --write-key or --host"),
         (["replay", "{log}", "--dry-run", "--checkpoint", "{log}"], "not a replay checkpoint"),
@@ -695,7 +698,10 @@ def test_usage_errors_exit_2(capsys, tmp_path, monkeypatch, argv, message):
     log = write_lines(tmp_path / "t.log", many_lines(2))
     (tmp_path / "empty" / "2024" / ".hidden").mkdir(parents=True)
     (tmp_path / "empty" / "2024" / ".hidden" / "t.log").write_bytes(log.read_bytes())
-    names = {"log": str(log), "missing": str(tmp_path / "missing.log"), "empty": str(tmp_path / "empty")}
+    names = {
+        "log": str(log), "missing": str(tmp_path / "missing.log"), "empty": str(tmp_path / "empty"),
+        "cp": str(tmp_path / "cp.json"),
+    }
     code, output = replay(capsys, *[arg.format(**names) for arg in argv[1:]])
     assert code == 2
     assert message.format(**names) in output

@@ -30,6 +30,7 @@ from eventtracking.replay.summary import Summary
 from eventtracking.replay.tasks import TASK_NAME
 
 POLL_SECONDS = 0.5
+WAITING_SAID_AFTER = 30.0  # seconds without any part taken before saying what is awaited
 
 
 class CoordinatorError(Exception):
@@ -94,7 +95,7 @@ class Coordinator:
         }
         finished: Dict[str, Summary] = {}
         bar = _bar(sources, len(todo)) if self.progress else None
-        interrupted = False
+        interrupted = said_waiting = False
         try:
             while len(finished) < len(todo):
                 if self._stop:
@@ -105,6 +106,14 @@ class Coordinator:
                     key.decode() if isinstance(key, bytes) else key: orjson.loads(value)
                     for key, value in client.hgetall(run_key(run_id)).items()
                 }
+                if not entries and not said_waiting and time.monotonic() - started > WAITING_SAID_AFTER:
+                    said_waiting = True
+                    print(
+                        f"eventtracking replay: waiting for a worker to take the {len(todo)} parts: is one "
+                        "running (celery -A APP worker) with eventtracking.tasks imported?",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 newly = self._collect(todo, entries, finished)
                 if bar is not None:
                     lines = sum(entry.get("lines", 0) for entry in entries.values())
