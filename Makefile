@@ -19,6 +19,11 @@ WHEELHOUSE_STAMP := $(WHEELHOUSE)/.downloaded
 SITE_PACKAGES := "edx-event-routing-backends==10.1.0" "event-tracking==4.1.5" "Django>=5.2,<6.0" \
 	pip "setuptools>=77" wheel orjson urllib3 tqdm
 
+# Open edX's event-tracking 4.1.5 as published (its sdist, with its own test suite), extracted:
+# tests/test_original_suite.py runs that suite on the original's code and on this package.
+ORIGINAL_SDIST := .envs/original-sdist
+ORIGINAL_SDIST_STAMP := $(ORIGINAL_SDIST)/.extracted
+
 # An LMS without event-routing-backends: this package (editable) with Django 5.2, Celery,
 # edx-django-utils, edx-celeryutils and edx-platform's Segment client, analytics-python
 # 1.4.post1, which installs both `analytics` 1.4 and `segment.analytics` 2.2.2. The drop-in tests
@@ -47,6 +52,13 @@ $(WHEELHOUSE_STAMP): Makefile $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) $(SITE_PACKAGES)
 	touch $(WHEELHOUSE_STAMP)
 
+$(ORIGINAL_SDIST_STAMP): $(STAMP)
+	rm -rf $(ORIGINAL_SDIST)
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --dest $(ORIGINAL_SDIST) \
+		"event-tracking==4.1.5"
+	tar -xzf $(ORIGINAL_SDIST)/event_tracking-4.1.5.tar.gz -C $(ORIGINAL_SDIST)
+	touch $(ORIGINAL_SDIST_STAMP)
+
 $(ANALYTICS14_STAMP): Makefile pyproject.toml
 	$(PYTHON) -m venv $(ANALYTICS14)
 	$(ANALYTICS14)/bin/python -m pip install --quiet --upgrade pip
@@ -63,7 +75,7 @@ redis-server:
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) $(ORIGINAL_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP) redis-server
+test: $(STAMP) $(ORIGINAL_STAMP) $(ORIGINAL_SDIST_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
