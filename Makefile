@@ -18,6 +18,11 @@ WHEELHOUSE := .envs/wheelhouse
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.downloaded
 SITE_PACKAGES := "edx-event-routing-backends==10.1.0" "event-tracking==4.1.5" "Django>=5.2,<6.0" \
 	pip "setuptools>=77" wheel orjson urllib3 tqdm
+# And every extra's dependencies at edx-platform's pins (tests/test_extras.py installs each extra
+# under them). Our own wheel, built on the way, is removed: ERB's requirement on event-tracking
+# must find the original there, and the tests build ours from the checkout.
+EDX_CONSTRAINTS := tests/edx-platform-constraints.txt
+EXTRAS := django,segment,celery,eventbus,mongodb,openedx,test
 
 # Open edX's event-tracking 4.1.5 as published (its sdist, with its own test suite), extracted:
 # tests/test_original_suite.py runs that suite on the original's code and on this package.
@@ -48,8 +53,10 @@ $(ORIGINAL_STAMP): Makefile
 		"event-tracking==4.1.5"
 	touch $(ORIGINAL_STAMP)
 
-$(WHEELHOUSE_STAMP): Makefile $(STAMP)
+$(WHEELHOUSE_STAMP): Makefile pyproject.toml $(EDX_CONSTRAINTS) $(STAMP)
 	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) $(SITE_PACKAGES)
+	$(BIN)/python -m pip wheel --quiet --wheel-dir $(WHEELHOUSE) --constraint $(EDX_CONSTRAINTS) ".[$(EXTRAS)]"
+	rm -f $(WHEELHOUSE)/event_tracking-5.*.whl
 	touch $(WHEELHOUSE_STAMP)
 
 $(ORIGINAL_SDIST_STAMP): $(STAMP)
@@ -62,7 +69,7 @@ $(ORIGINAL_SDIST_STAMP): $(STAMP)
 $(ANALYTICS14_STAMP): Makefile pyproject.toml
 	$(PYTHON) -m venv $(ANALYTICS14)
 	$(ANALYTICS14)/bin/python -m pip install --quiet --upgrade pip
-	$(ANALYTICS14)/bin/python -m pip install --quiet -e ".[django,celery]" \
+	$(ANALYTICS14)/bin/python -m pip install --quiet -e ".[django,celery]" redis \
 		"analytics-python==1.4.post1" "Django>=5.2,<6.0" edx-django-utils edx-celeryutils
 	touch $(ANALYTICS14_STAMP)
 
