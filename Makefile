@@ -4,6 +4,8 @@ PYTHON ?= $(shell for p in python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/b
 		$$p -c "" 2>/dev/null && { command -v $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
+# make demo needs the package alone (its collector included); make test adds the test extra.
+BASE_STAMP := $(VENV)/.base
 STAMP := $(VENV)/.installed
 
 # Open edX's own event-tracking 4.x, as an LMS runs it (analytics-python 1.4.post1, Celery on
@@ -38,9 +40,13 @@ ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 
 .PHONY: demo test bench lint clean redis-server
 
-$(STAMP): pyproject.toml
+$(BASE_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
@@ -79,7 +85,7 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP) $(ORIGINAL_STAMP) $(ORIGINAL_SDIST_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP) redis-server
