@@ -40,10 +40,14 @@ ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 
 .PHONY: demo test bench lint clean redis-server
 
+# A .venv that already has the test extra for this pyproject.toml (built before .base existed)
+# holds the package: it is not installed again.
 $(BASE_STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	@if [ ! -f $(STAMP) ] || [ pyproject.toml -nt $(STAMP) ]; then set -x; \
+		$(PYTHON) -m venv $(VENV) && \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e .; \
+	fi
 	touch $(BASE_STAMP)
 
 $(STAMP): $(BASE_STAMP) pyproject.toml
