@@ -1,0 +1,214 @@
+"""The Tutor plugin (tutor-contrib-eventtracking/), tested as Tutor plugins are, without Docker.
+
+Tutor from PyPI and the plugin live in .envs/tutor (``make .envs/tutor/.installed``; ``make test``
+builds it). Each test works in a TUTOR_ROOT sandbox: ``tutor plugins enable eventtracking``,
+``tutor config save``, ``tutor config patches show``. The rendered settings patch is then run
+against a stand-in of edx-platform's settings module (its EVENT_TRACKING_BACKENDS, as in
+tests/openedx_site/lms_settings.py), the EVENT_TRACKING_BACKENDS that results is checked, built
+with eventtracking.loader, and made to deliver to the project's collector.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventtracking import loader
+from eventtracking.backends.segment import SegmentBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTOR = ROOT / ".envs" / "tutor" / "bin" / "tutor"
+PLATFORM = ROOT / "tests" / "openedx_site" / "platform"  # edx-platform's processors, as stand-ins
+SEGMENT_ENGINE = "eventtracking.backends.segment.SegmentBackend"
+PLACEHOLDER = "event-tracking @ git+https://<git host>/<path>.git@<tag>"
+
+
+def tutor(root: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the sandbox's ``tutor`` (fails, never skips, when .envs/tutor was not built)."""
+    assert TUTOR.exists(), f"{TUTOR} is missing: run `make .envs/tutor/.installed`"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TUTOR_")}
+    env.update(TUTOR_ROOT=str(root / "tutor"), TUTOR_PLUGINS_ROOT=str(root / "plugins"))
+    env["TUTOR_IGNORE_DICT_PLUGINS"] = "1"  # only the entry-point plugins of the env: ours
+    done = subprocess.run(
+        [str(TUTOR), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"tutor {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def enabled(root: Path, *settings: str) -> Path:
+    """A sandbox with the plugin enabled and the configuration saved with ``--set`` settings."""
+    tutor(root, "plugins", "enable", "eventtracking")
+    tutor(root, "config", "save", *[arg for setting in settings for arg in ("--set", setting)])
+    return root
+
+
+def platform_settings(**settings: object) -> dict:
+    """A stand-in of edx-platform's settings module at the point of the patch: its default
+    EVENT_TRACKING_BACKENDS (lms/envs/common.py, with production.py's whitelist) and ``settings``."""
+    return {
+        "EVENT_TRACKING_BACKENDS": {
+            "tracking_logs": {
+                "ENGINE": "eventtracking.backends.routing.RoutingBackend",
+                "OPTIONS": {
+                    "backends": {
+                        "logger": {
+                            "ENGINE": "eventtracking.backends.logger.LoggerBackend",
+                            "OPTIONS": {"name": "tracking", "max_event_size": 50000},
+                        }
+                    },
+                    "processors": [
+                        {"ENGINE": "common.djangoapps.track.shim.LegacyFieldMappingProcessor"},
+                        {"ENGINE": "common.djangoapps.track.shim.PrefixedEventProcessor"},
+                    ],
+                },
+            },
+            "segmentio": {
+                "ENGINE": "eventtracking.backends.routing.RoutingBackend",
+                "OPTIONS": {
+                    "backends": {"segment": {"ENGINE": SEGMENT_ENGINE}},
+                    "processors": [
+                        {
+                            "ENGINE": "eventtracking.processors.whitelist.NameWhitelistProcessor",
+                            "OPTIONS": {"whitelist": ["edx.course.enrollment.activated"]},
+                        },
+                        {"ENGINE": "common.djangoapps.track.shim.GoogleAnalyticsProcessor"},
+                    ],
+                },
+            },
+        },
+        **settings,
+    }
+
+
+def apply_patch(root: Path, name: str, namespace: dict) -> dict:
+    """Run the rendered patch ``name`` in ``namespace`` (the settings module's globals)."""
+    patch = tutor(root, "config", "patches", "show", name).stdout
+    assert patch.strip(), f"patch {name} is empty"
+    exec(compile(patch, name, "exec"), namespace)
+    return namespace
+
+
+def segment_options(settings: dict) -> dict:
+    return settings["EVENT_TRACKING_BACKENDS"]["segmentio"]["OPTIONS"]["backends"]["segment"].get(
+        "OPTIONS", {}
+    )
+
+
+@pytest.fixture
+def on_platform_path():
+    sys.path.insert(0, str(PLATFORM))
+    yield
+    sys.path.remove(str(PLATFORM))
+    for name in [name for name in sys.modules if name == "common" or name.startswith("common.")]:
+        del sys.modules[name]
+
+
+def test_enabling_adds_the_package_to_the_image_from_its_configured_source(tmp_path):
+    root = enabled(tmp_path)
+    saved = tutor(root, "config", "save")
+    assert "EVENTTRACKING_SOURCE is still a placeholder" in saved.stdout + saved.stderr
+    assert tutor(root, "config", "printvalue", "OPENEDX_EXTRA_PIP_REQUIREMENTS").stdout.strip() == repr(
+        [PLACEHOLDER]
+    )
+
+    source = "event-tracking @ git+https://git.example.org/eventtracking.git@v5.0.0"
+    saved = tutor(root, "config", "save", "--set", f"EVENTTRACKING_SOURCE={source}")
+    assert "placeholder" not in saved.stdout + saved.stderr
+    dockerfile = (root / "tutor" / "env" / "build" / "openedx" / "Dockerfile").read_text()
+    assert f"install '{source}'" in dockerfile
+
+
+def test_a_requirements_list_of_the_operators_own_is_said_to_lack_the_package(tmp_path):
+    root = enabled(tmp_path, "EVENTTRACKING_SOURCE=event-tracking==5.0.0")
+    saved = tutor(root, "config", "save", "--set", "OPENEDX_EXTRA_PIP_REQUIREMENTS=[other-package]")
+    assert "lacks EVENTTRACKING_SOURCE" in saved.stdout + saved.stderr
+    saved = tutor(root, "config", "save", "--append", "OPENEDX_EXTRA_PIP_REQUIREMENTS=event-tracking==5.0.0")
+    assert "lacks" not in saved.stdout + saved.stderr
+
+
+def test_lms_patch_makes_the_segment_backend_deliver_by_itself_from_a_spool_on_the_volume(
+    tmp_path, collector, on_platform_path
+):
+    spool = tmp_path / "data" / "eventtracking" / "spool"
+    root = enabled(
+        tmp_path, f"EVENTTRACKING_SPOOL_DIR={spool}/", f"EVENTTRACKING_SEGMENT_HOST={collector.url}"
+    )
+    settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY="lms-key"))
+
+    expected = platform_settings()["EVENT_TRACKING_BACKENDS"]
+    expected["segmentio"]["OPTIONS"]["backends"]["segment"]["OPTIONS"] = {
+        "host": collector.url,
+        "write_key": "lms-key",
+        "spool_dir": f"{spool}/segment",
+        "spool_max_bytes": 1024**3,
+    }
+    assert settings["EVENT_TRACKING_BACKENDS"] == expected  # the rest of the platform's, untouched
+    assert settings["EVENT_TRACKING_SEGMENT_CLIENT"] == {
+        "host": collector.url,
+        "write_key": "lms-key",
+        "spool_dir": f"{spool}/client",
+        "spool_max_bytes": 1024**3,
+    }
+
+    backends = loader.load(settings["EVENT_TRACKING_BACKENDS"])
+    segmentio = backends["segmentio"]
+    segment = segmentio.backends["segment"]
+    assert isinstance(segment, SegmentBackend) and "owned" in repr(segment)
+    try:
+        event = {"name": "edx.course.enrollment.activated", "timestamp": "2026-01-01T00:00:00+00:00"}
+        segmentio.send({**event, "context": {"user_id": 7}, "data": {"course_id": "course-v1:a+b+c"}})
+        assert segment.flush(timeout=30)
+        assert collector.wait_for(1) == 1
+        [message] = collector.messages()
+        assert message["event"] == "edx.course.enrollment.activated"
+        assert message["userId"] == "7"
+        assert segment.stats()["spool"]["dir"] == f"{spool}/segment"
+        assert segment.stats()["spool"]["acknowledged"] == 1
+    finally:
+        segment.close(timeout=10)
+
+
+def test_cms_patch_takes_the_studio_key(tmp_path):
+    root = enabled(tmp_path)
+    settings = apply_patch(
+        root,
+        "openedx-cms-common-settings",
+        platform_settings(CMS_SEGMENT_KEY="cms-key", LMS_SEGMENT_KEY="lms-key"),
+    )
+    assert segment_options(settings) == {
+        "write_key": "cms-key",
+        "spool_dir": "/openedx/data/eventtracking/spool/segment",
+        "spool_max_bytes": 1024**3,
+    }
+    assert settings["EVENT_TRACKING_SEGMENT_CLIENT"]["write_key"] == "cms-key"
+    assert (
+        settings["EVENT_TRACKING_SEGMENT_CLIENT"]["spool_dir"] == "/openedx/data/eventtracking/spool/client"
+    )
+
+
+def test_a_site_without_a_segment_key_keeps_the_drop_in_mode(tmp_path):
+    root = enabled(tmp_path)
+    settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY=None))
+    assert settings["EVENT_TRACKING_BACKENDS"] == platform_settings()["EVENT_TRACKING_BACKENDS"]
+    assert "EVENT_TRACKING_SEGMENT_CLIENT" not in settings
+
+
+def test_every_choice_is_a_config_value(tmp_path):
+    root = enabled(
+        tmp_path,
+        "EVENTTRACKING_SPOOL_DIR=",
+        "EVENTTRACKING_INSTALL_GLOBAL_CLIENT=false",
+        "EVENTTRACKING_BACKEND_OPTIONS={gzip: true, anonymize_ip: true}",
+    )
+    settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY="lms-key"))
+    assert segment_options(settings) == {"write_key": "lms-key", "gzip": True, "anonymize_ip": True}
+    assert "EVENT_TRACKING_SEGMENT_CLIENT" not in settings
+
+    tutor(root, "config", "save", "--set", "EVENTTRACKING_OWNED_SEGMENT=false")
+    settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY="lms-key"))
+    assert settings["EVENT_TRACKING_BACKENDS"] == platform_settings()["EVENT_TRACKING_BACKENDS"]
