@@ -1,0 +1,247 @@
+"""eventtracking.metrics: every background sender's stats() through the OpenTelemetry metrics API,
+read with the SDK's InMemoryMetricReader while the collector answers 200, then 503, then 200."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from eventtracking import background, metrics
+from eventtracking.backends.segment import SegmentBackend
+from eventtracking.publisher import Publisher
+
+ROOT = Path(__file__).resolve().parent.parent
+WRITE_KEY = "metrics-secret-write-key"
+
+
+def event(name: str = "course.enrolled", **data: Any) -> dict:
+    return {"name": name, "timestamp": "2026-01-01T00:00:00+00:00", "context": {"user_id": 1}, "data": data}
+
+
+class Reader:
+    """The instruments on an SDK meter provider of the test's own, read with InMemoryMetricReader."""
+
+    def __init__(self) -> None:
+        self.reader = InMemoryMetricReader()
+        self.provider = MeterProvider(metric_readers=[self.reader])
+        metrics.create_instruments(self.provider.get_meter(metrics.METER_NAME), metrics.Figures())
+
+    def read(self, **match: str) -> dict[str, dict[str, int]]:
+        """{instrument: {reason or "": value}} of the data points whose attributes hold ``match``."""
+        result: dict[str, dict[str, int]] = {}
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        attributes = dict(point.attributes)
+                        assert all(WRITE_KEY not in str(value) for value in attributes.values())
+                        if all(attributes.get(key) == value for key, value in match.items()):
+                            reasons = result.setdefault(metric.name, {})
+                            reasons[attributes.get("reason", "")] = point.value
+        return result
+
+    def close(self) -> None:
+        self.provider.shutdown()
+
+
+@pytest.fixture
+def reader():
+    reading = Reader()
+    yield reading
+    reading.close()
+
+
+def expected_from(stats: dict) -> dict[str, dict[str, int]]:
+    """What the instruments must say, from one stats() (the mapping the docs describe)."""
+    result = {
+        "eventtracking.accepted": {"": stats["accepted"]},
+        "eventtracking.delivered": {"": stats.get("delivered", stats.get("published"))},
+        "eventtracking.retries": {"": stats["retries"]},
+        "eventtracking.pending": {"": stats.get("in_flight", stats.get("pending"))},
+        "eventtracking.pending.size": {"": stats.get("buffered_bytes", stats.get("pending_bytes"))},
+        "eventtracking.spool.size": {"": stats.get("spool", {}).get("disk_bytes", 0)},
+    }
+    for group in ("dropped", "skipped"):
+        if stats[group]:
+            result[f"eventtracking.{group}"] = dict(stats[group])
+    return result
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_counts_match_stats_while_the_collector_answers_200_then_503_then_200(reader, collector, tmp_path):
+    backend = SegmentBackend(
+        write_key=WRITE_KEY, host=collector.url, flush_interval=0.01, spool_dir=str(tmp_path / "spool")
+    )
+    ours = {"eventtracking.sender": "SegmentBackend", "eventtracking.host": collector.url}
+    try:
+        # 200: everything delivered.
+        for number in range(10):
+            backend.send(event(n=number))
+        assert backend.flush(timeout=30)
+        stats = backend.stats()
+        assert stats["delivered"] == 10
+        assert reader.read(**ours) == expected_from(stats)
+
+        # 503 until cleared: accepted grows, delivered does not, retries count up, 5 pending.
+        collector.faults.add(status=503, times=None)
+        for number in range(5):
+            backend.send(event(n=number))
+        wait_until(lambda: backend.stats()["retries"] >= 2)
+        before = backend.stats()
+        during = reader.read(**ours)
+        after = backend.stats()
+        assert during["eventtracking.accepted"] == {"": 15}
+        assert during["eventtracking.delivered"] == {"": 10}
+        assert during["eventtracking.pending"] == {"": 5}
+        assert before["buffered_bytes"] > 0
+        assert during["eventtracking.pending.size"] == {"": before["buffered_bytes"]}
+        assert before["retries"] <= during["eventtracking.retries"][""] <= after["retries"]
+        assert during["eventtracking.spool.size"][""] > 0
+
+        # 200 again: the 5 delivered; one refused event and one oversized are counted by reason.
+        collector.faults.clear()
+        collector.faults.reject_event("course.refused")
+        backend.send(event("course.refused"))
+        backend.send(event(blob="x" * 40_000))
+        assert backend.flush(timeout=30)
+        stats = backend.stats()
+        assert stats["delivered"] == 15 and stats["retries"] >= 2
+        assert stats["dropped"] == {"refused": 1} and stats["skipped"] == {"oversized": 1}
+        assert reader.read(**ours) == expected_from(stats)
+    finally:
+        backend.close(timeout=10)
+
+
+class ListChannel:
+    """A channel into a list that refuses the items it is told to (a unit, not delivery)."""
+
+    def __init__(self) -> None:
+        self.published: list[bytes] = []
+
+    def publish(self, items: Sequence[bytes], refuse: Callable[[str, bytes], None]) -> int:
+        for item in items:
+            if item == b"poison":
+                refuse("unencodable", item)
+            else:
+                self.published.append(item)
+        return len(items)
+
+
+def test_a_publisher_is_reported_by_its_name(reader):
+    publisher = Publisher(ListChannel(), "celery-metrics-test")
+    try:
+        for item in (b"a", b"poison", b"b"):
+            publisher.put(item)
+        assert publisher.flush(timeout=30)
+        stats = publisher.stats()
+        assert stats["published"] == 2 and stats["dropped"] == {"unencodable": 1}
+        assert reader.read(**{"eventtracking.sender": "celery-metrics-test"}) == expected_from(stats)
+    finally:
+        publisher.close(timeout=5)
+
+
+def test_every_background_sender_that_offers_stats_is_a_reporter(collector):
+    backend = SegmentBackend(write_key=WRITE_KEY, host=collector.url)
+    publisher = Publisher(ListChannel(), "event-bus-metrics-test")
+    try:
+        registered = background.owners()
+        assert backend in registered and publisher in registered
+        assert isinstance(backend, metrics.Reporter) and isinstance(publisher, metrics.Reporter)
+        # MessageIds and the like have no stats(): they are owners, not reporters.
+        assert all(isinstance(owner, metrics.Reporter) for owner in registered if hasattr(owner, "stats"))
+    finally:
+        backend.close(timeout=5)
+        publisher.close(timeout=5)
+
+
+def test_the_stats_line_says_the_same_figures(collector, caplog):
+    backend = SegmentBackend(write_key=WRITE_KEY, host=collector.url, flush_interval=0.01)
+    try:
+        backend.send(event())
+        backend.send(event(blob="x" * 40_000))
+        assert backend.flush(timeout=30)
+        with caplog.at_level(logging.INFO, logger="eventtracking.metrics"):
+            metrics.log_stats_every(0.05)
+            wait_until(lambda: any(collector.url in record.getMessage() for record in caplog.records))
+            metrics.log_stats_every(0)
+        line = next(record.getMessage() for record in caplog.records if collector.url in record.getMessage())
+        assert f"SegmentBackend {collector.url}: accepted=1 delivered=1 retries=0" in line
+        assert "dropped=0 skipped=1 skipped.oversized=1 pending=0 (0 bytes) spool=0 bytes" in line
+        assert WRITE_KEY not in caplog.text
+    finally:
+        backend.close(timeout=5)
+
+
+def test_the_global_provider_gets_the_instruments_and_a_fork_never_makes_a_counter_go_back(collector):
+    """In a process of its own: the site sets its SDK provider, the first sender installs the
+    instruments on it (the library's own hook), and a forked child's figures go on from the
+    parent's last reported ones although its sender starts from zero."""
+    script = textwrap.dedent(
+        """
+        import json, os, sys
+        from opentelemetry import metrics as otel
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from eventtracking.backends.segment import SegmentBackend
+
+        reader = InMemoryMetricReader()
+        otel.set_meter_provider(MeterProvider(metric_readers=[reader]))
+
+        def delivered():
+            for resource in reader.get_metrics_data().resource_metrics:
+                for scope in resource.scope_metrics:
+                    for metric in scope.metrics:
+                        if metric.name == "eventtracking.delivered":
+                            return sum(point.value for point in metric.data.data_points)
+
+        backend = SegmentBackend(write_key="k", host=sys.argv[1], flush_interval=0.01)
+        for n in range(3):
+            backend.send({"name": "e", "context": {"user_id": 1}, "data": {"n": n}})
+        assert backend.flush(timeout=30)
+        parent = delivered()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            at_start = delivered()  # the child's sender starts from zero
+            backend.send({"name": "e", "context": {"user_id": 1}, "data": {"n": 9}})
+            ok = backend.flush(timeout=30)
+            result = [at_start, delivered(), backend.stats()["delivered"], ok]
+            os.write(write, json.dumps(result).encode())
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(json.dumps({"parent": parent, "child": json.loads(os.read(read, 1000))}))
+        backend.close(timeout=5)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, collector.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["parent"] == 3
+    at_start, after_send, child_stats, flushed = figures["child"]
+    assert flushed and child_stats == 1  # the child's own sender counts only its own
+    assert at_start == 3 and after_send == 4  # the reported counter goes on, never back
+    assert collector.wait_for(4) == 4
