@@ -122,9 +122,12 @@ def _install_metrics() -> None:
     global _metrics_installed
     if not _metrics_installed:
         _metrics_installed = True
-        from eventtracking import metrics  # here: it imports this module
+        try:
+            from eventtracking import metrics  # here: it imports this module
 
-        metrics.install()
+            metrics.install()
+        except Exception:  # e.g. imports refused at interpreter shutdown: senders work without metrics
+            log.exception("the delivery metrics could not be installed")
 
 
 def unregister(owner: Owner) -> None:
