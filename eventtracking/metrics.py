@@ -132,12 +132,12 @@ class Figures:
         return result
 
 
-COUNTERS: dict[str, tuple[str, str]] = {  # instrument -> (counts' name, description)
-    "eventtracking.accepted": ("accepted", "events accepted for delivery"),
-    "eventtracking.delivered": ("delivered", "events the destination took"),
-    "eventtracking.retries": ("retries", "requests tried again"),
-    "eventtracking.dropped": ("dropped", "events lost, by reason"),
-    "eventtracking.skipped": ("skipped", "events not sent, by reason"),
+COUNTERS: dict[str, tuple[str, str, str]] = {  # instrument -> (counts' name, unit, description)
+    "eventtracking.accepted": ("accepted", "{event}", "events accepted for delivery"),
+    "eventtracking.delivered": ("delivered", "{event}", "events the destination took"),
+    "eventtracking.retries": ("retries", "{retry}", "requests tried again"),
+    "eventtracking.dropped": ("dropped", "{event}", "events lost, by reason"),
+    "eventtracking.skipped": ("skipped", "{event}", "events not sent, by reason"),
 }
 LEVELS: dict[str, tuple[str, str, str]] = {  # instrument -> (levels' name, unit, description)
     "eventtracking.pending": ("pending", "{event}", "events accepted, not yet settled"),
@@ -175,9 +175,9 @@ def create_instruments(meter: Any, figures: Figures) -> list[Any]:
 
     instruments = [
         meter.create_observable_counter(
-            instrument, callbacks=[counter(figure)], unit="{event}", description=description
+            instrument, callbacks=[counter(figure)], unit=unit, description=description
         )
-        for instrument, (figure, description) in COUNTERS.items()
+        for instrument, (figure, unit, description) in COUNTERS.items()
     ]
     instruments += [
         meter.create_observable_up_down_counter(

@@ -190,9 +190,9 @@ def test_the_stats_line_says_the_same_figures(collector, caplog):
 
 
 def test_the_global_provider_gets_the_instruments_and_a_fork_never_makes_a_counter_go_back(collector):
-    """In a process of its own: the site sets its SDK provider, the first sender installs the
-    instruments on it (the library's own hook), and a forked child's figures go on from the
-    parent's last reported ones although its sender starts from zero."""
+    """In a process of its own: the first sender installs the instruments on the global provider
+    (the library's own hook), the site's SDK provider set afterwards gets them, and a forked
+    child's figures go on from the parent's last reported ones although its sender starts from zero."""
     script = textwrap.dedent(
         """
         import json, os, sys
@@ -200,9 +200,6 @@ def test_the_global_provider_gets_the_instruments_and_a_fork_never_makes_a_count
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader
         from eventtracking.backends.segment import SegmentBackend
-
-        reader = InMemoryMetricReader()
-        otel.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
         def delivered():
             for resource in reader.get_metrics_data().resource_metrics:
@@ -212,6 +209,9 @@ def test_the_global_provider_gets_the_instruments_and_a_fork_never_makes_a_count
                             return sum(point.value for point in metric.data.data_points)
 
         backend = SegmentBackend(write_key="k", host=sys.argv[1], flush_interval=0.01)
+        # The site sets its provider after the first sender made the instruments: they follow.
+        reader = InMemoryMetricReader()
+        otel.set_meter_provider(MeterProvider(metric_readers=[reader]))
         for n in range(3):
             backend.send({"name": "e", "context": {"user_id": 1}, "data": {"n": n}})
         assert backend.flush(timeout=30)

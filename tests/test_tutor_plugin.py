@@ -3,13 +3,15 @@
 Tutor from PyPI and the plugin live in .envs/tutor (``make .envs/tutor/.installed``; ``make test``
 builds it). Each test works in a TUTOR_ROOT sandbox: ``tutor plugins enable eventtracking``,
 ``tutor config save``, ``tutor config patches show``. The rendered settings patch is then run
-against a stand-in of edx-platform's settings module (its EVENT_TRACKING_BACKENDS, as in
-tests/openedx_site/lms_settings.py), the EVENT_TRACKING_BACKENDS that results is checked, built
-with eventtracking.loader, and made to deliver to the project's collector.
+against a stand-in of edx-platform's settings module (tests/openedx_site/lms_settings.py: the
+platform's EVENT_TRACKING_BACKENDS, ERB's router among them); the EVENT_TRACKING_BACKENDS that
+results is checked, built with eventtracking.loader, and made to deliver to the collector.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib
 import os
 import subprocess
 import sys
@@ -22,7 +24,8 @@ from eventtracking.backends.segment import SegmentBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTOR = ROOT / ".envs" / "tutor" / "bin" / "tutor"
-PLATFORM = ROOT / "tests" / "openedx_site" / "platform"  # edx-platform's processors, as stand-ins
+SITE = ROOT / "tests" / "openedx_site"  # an LMS in miniature: lms_settings.py is edx-platform's settings
+PLATFORM = SITE / "platform"  # edx-platform's processors, as stand-ins
 SEGMENT_ENGINE = "eventtracking.backends.segment.SegmentBackend"
 PLACEHOLDER = "event-tracking @ git+https://<git host>/<path>.git@<tag>"
 
@@ -47,42 +50,33 @@ def enabled(root: Path, *settings: str) -> Path:
     return root
 
 
-def platform_settings(**settings: object) -> dict:
-    """A stand-in of edx-platform's settings module at the point of the patch: its default
-    EVENT_TRACKING_BACKENDS (lms/envs/common.py, with production.py's whitelist) and ``settings``."""
-    return {
-        "EVENT_TRACKING_BACKENDS": {
-            "tracking_logs": {
-                "ENGINE": "eventtracking.backends.routing.RoutingBackend",
-                "OPTIONS": {
-                    "backends": {
-                        "logger": {
-                            "ENGINE": "eventtracking.backends.logger.LoggerBackend",
-                            "OPTIONS": {"name": "tracking", "max_event_size": 50000},
-                        }
-                    },
-                    "processors": [
-                        {"ENGINE": "common.djangoapps.track.shim.LegacyFieldMappingProcessor"},
-                        {"ENGINE": "common.djangoapps.track.shim.PrefixedEventProcessor"},
-                    ],
-                },
-            },
-            "segmentio": {
-                "ENGINE": "eventtracking.backends.routing.RoutingBackend",
-                "OPTIONS": {
-                    "backends": {"segment": {"ENGINE": SEGMENT_ENGINE}},
-                    "processors": [
-                        {
-                            "ENGINE": "eventtracking.processors.whitelist.NameWhitelistProcessor",
-                            "OPTIONS": {"whitelist": ["edx.course.enrollment.activated"]},
-                        },
-                        {"ENGINE": "common.djangoapps.track.shim.GoogleAnalyticsProcessor"},
-                    ],
-                },
-            },
-        },
-        **settings,
-    }
+@pytest.fixture(scope="module")
+def lms_settings(tmp_path_factory):
+    """The public settings of tests/openedx_site/lms_settings.py, the stand-in of edx-platform's LMS
+    settings module (EVENT_TRACKING_BACKENDS as the platform writes it, ERB's router added)."""
+    scratch = tmp_path_factory.mktemp("site")
+    saved_path, saved_env = list(sys.path), dict(os.environ)
+    sys.path[:0] = [str(SITE), str(PLATFORM)]
+    os.environ.update(SITE_DB=str(scratch / "site.db"), SITE_LOG=str(scratch / "tracking.log"))
+    os.environ.pop("LMS_SEGMENT_KEY", None)
+    try:
+        module = importlib.import_module("lms_settings")
+        return {name: value for name, value in vars(module).items() if name.isupper()}
+    finally:
+        sys.modules.pop("lms_settings", None)
+        sys.path[:] = saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+@pytest.fixture
+def platform_settings(lms_settings):
+    """A fresh copy of the stand-in's settings, with ``settings`` set: the namespace a patch runs in."""
+
+    def make(**settings: object) -> dict:
+        return {**copy.deepcopy(lms_settings), **settings}
+
+    return make
 
 
 def apply_patch(root: Path, name: str, namespace: dict) -> dict:
@@ -93,10 +87,12 @@ def apply_patch(root: Path, name: str, namespace: dict) -> dict:
     return namespace
 
 
+def segmentio_settings(settings: dict) -> dict:
+    return settings["EVENT_TRACKING_BACKENDS"]["segmentio"]
+
+
 def segment_options(settings: dict) -> dict:
-    return settings["EVENT_TRACKING_BACKENDS"]["segmentio"]["OPTIONS"]["backends"]["segment"].get(
-        "OPTIONS", {}
-    )
+    return segmentio_settings(settings)["OPTIONS"]["backends"]["segment"].get("OPTIONS", {})
 
 
 @pytest.fixture
@@ -132,7 +128,7 @@ def test_a_requirements_list_of_the_operators_own_is_said_to_lack_the_package(tm
 
 
 def test_lms_patch_makes_the_segment_backend_deliver_by_itself_from_a_spool_on_the_volume(
-    tmp_path, collector, on_platform_path
+    tmp_path, collector, on_platform_path, platform_settings
 ):
     spool = tmp_path / "data" / "eventtracking" / "spool"
     root = enabled(
@@ -155,7 +151,9 @@ def test_lms_patch_makes_the_segment_backend_deliver_by_itself_from_a_spool_on_t
         "spool_max_bytes": 1024**3,
     }
 
-    backends = loader.load(settings["EVENT_TRACKING_BACKENDS"])
+    # The platform's two backends (ERB's router needs a configured Django: its tests run it).
+    tracking_logs = settings["EVENT_TRACKING_BACKENDS"]["tracking_logs"]
+    backends = loader.load({"tracking_logs": tracking_logs, "segmentio": segmentio_settings(settings)})
     segmentio = backends["segmentio"]
     segment = segmentio.backends["segment"]
     assert isinstance(segment, SegmentBackend) and "owned" in repr(segment)
@@ -173,7 +171,7 @@ def test_lms_patch_makes_the_segment_backend_deliver_by_itself_from_a_spool_on_t
         segment.close(timeout=10)
 
 
-def test_cms_patch_takes_the_studio_key(tmp_path):
+def test_cms_patch_takes_the_studio_key(tmp_path, platform_settings):
     root = enabled(tmp_path)
     settings = apply_patch(
         root,
@@ -191,14 +189,14 @@ def test_cms_patch_takes_the_studio_key(tmp_path):
     )
 
 
-def test_a_site_without_a_segment_key_keeps_the_drop_in_mode(tmp_path):
+def test_a_site_without_a_segment_key_keeps_the_drop_in_mode(tmp_path, platform_settings):
     root = enabled(tmp_path)
     settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY=None))
     assert settings["EVENT_TRACKING_BACKENDS"] == platform_settings()["EVENT_TRACKING_BACKENDS"]
     assert "EVENT_TRACKING_SEGMENT_CLIENT" not in settings
 
 
-def test_every_choice_is_a_config_value(tmp_path):
+def test_every_choice_is_a_config_value(tmp_path, platform_settings):
     root = enabled(
         tmp_path,
         "EVENTTRACKING_SPOOL_DIR=",
