@@ -196,9 +196,20 @@ def test_a_site_without_a_segment_key_keeps_the_drop_in_mode(tmp_path, platform_
     assert "EVENT_TRACKING_SEGMENT_CLIENT" not in settings
 
 
-def test_every_choice_is_a_config_value(tmp_path, platform_settings):
+@pytest.fixture
+def stats_log_variable():
+    """The process's EVENTTRACKING_STATS_LOG_INTERVAL, unset for the test and restored after it."""
+    saved = os.environ.pop("EVENTTRACKING_STATS_LOG_INTERVAL", None)
+    yield
+    os.environ.pop("EVENTTRACKING_STATS_LOG_INTERVAL", None)
+    if saved is not None:
+        os.environ["EVENTTRACKING_STATS_LOG_INTERVAL"] = saved
+
+
+def test_every_choice_is_a_config_value(tmp_path, platform_settings, stats_log_variable):
     root = enabled(
         tmp_path,
+        "EVENTTRACKING_STATS_LOG_INTERVAL=60",
         "EVENTTRACKING_SPOOL_DIR=",
         "EVENTTRACKING_INSTALL_GLOBAL_CLIENT=false",
         "EVENTTRACKING_BACKEND_OPTIONS={gzip: true, anonymize_ip: true}",
@@ -206,6 +217,7 @@ def test_every_choice_is_a_config_value(tmp_path, platform_settings):
     settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY="lms-key"))
     assert segment_options(settings) == {"write_key": "lms-key", "gzip": True, "anonymize_ip": True}
     assert "EVENT_TRACKING_SEGMENT_CLIENT" not in settings
+    assert os.environ["EVENTTRACKING_STATS_LOG_INTERVAL"] == "60.0"  # read when the first sender starts
 
     tutor(root, "config", "save", "--set", "EVENTTRACKING_OWNED_SEGMENT=false")
     settings = apply_patch(root, "openedx-lms-common-settings", platform_settings(LMS_SEGMENT_KEY="lms-key"))

@@ -16,6 +16,8 @@ Every choice is a config value (``tutor config save --set NAME=value``), prefixe
   event-tracking install its Segment client as the global one (key from the site's setting).
 - ``BACKEND_OPTIONS`` / ``CLIENT_OPTIONS`` ({}): any other SegmentBackend or client option
   (``gzip``, ``anonymize_ip``, ``exit_timeout``...), applied last.
+- ``STATS_LOG_INTERVAL`` (0: off): every sender's figures in one INFO line per interval (seconds),
+  through the library's ``EVENTTRACKING_STATS_LOG_INTERVAL`` (see its docs/metrics.rst).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ hooks.Filters.CONFIG_DEFAULTS.add_items(
         ("EVENTTRACKING_INSTALL_GLOBAL_CLIENT", True),
         ("EVENTTRACKING_BACKEND_OPTIONS", {}),
         ("EVENTTRACKING_CLIENT_OPTIONS", {}),
+        ("EVENTTRACKING_STATS_LOG_INTERVAL", 0),
     ]
 )
 
