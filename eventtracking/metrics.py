@@ -271,15 +271,17 @@ class StatsLog:
 
 
 _stats_log: Optional[StatsLog] = None
+_stats_log_lock = threading.Lock()
 
 
 def log_stats_every(interval: float) -> None:
     """Log every sender's figures at INFO every ``interval`` seconds (0: stop)."""
     global _stats_log
-    if _stats_log is not None and (interval <= 0 or interval != _stats_log.interval):
-        _stats_log.close(timeout=1.0)
-        background.unregister(_stats_log)
-        _stats_log = None
-    if interval > 0 and _stats_log is None:
-        _stats_log = StatsLog(FIGURES)
-        _stats_log.start(interval)
+    with _stats_log_lock:
+        if _stats_log is not None and (interval <= 0 or interval != _stats_log.interval):
+            _stats_log.close(timeout=1.0)
+            background.unregister(_stats_log)
+            _stats_log = None
+        if interval > 0 and _stats_log is None:
+            _stats_log = StatsLog(FIGURES)
+            _stats_log.start(interval)
