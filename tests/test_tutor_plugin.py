@@ -148,7 +148,6 @@ def test_lms_patch_makes_the_segment_backend_deliver_by_itself_from_a_spool_on_t
         "host": collector.url,
         "write_key": "lms-key",
         "spool_dir": f"{spool}/client",
-        "spool_max_bytes": 1024**3,
     }
 
     # The platform's two backends (ERB's router needs a configured Django: its tests run it).

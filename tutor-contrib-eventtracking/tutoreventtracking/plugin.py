@@ -11,7 +11,8 @@ Every choice is a config value (``tutor config save --set NAME=value``), prefixe
   without a key keeps the drop-in mode. ``SEGMENT_HOST`` ("": Segment's own) for another API.
 - ``SPOOL_DIR`` (``/openedx/data/eventtracking/spool``, on the data volume every LMS or CMS
   container and worker mounts; "" keeps events in memory only): the backend spools under
-  ``<dir>/segment``, the global client under ``<dir>/client``; ``SPOOL_MAX_BYTES`` (1 GiB) each.
+  ``<dir>/segment``, the global client under ``<dir>/client``; ``SPOOL_MAX_BYTES`` (1 GiB): the
+  backend's bound (the client's own options have none).
 - ``INSTALL_GLOBAL_CLIENT`` (true): the Django setting ``EVENT_TRACKING_SEGMENT_CLIENT`` makes
   event-tracking install its Segment client as the global one (key from the site's setting).
 - ``BACKEND_OPTIONS`` / ``CLIENT_OPTIONS`` ({}): any other SegmentBackend or client option
