@@ -9,17 +9,18 @@ import logging
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pytest
+from celery import Celery
+from engines import wait_until
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from eventtracking import background, metrics
+from eventtracking import metrics
+from eventtracking.backends.async_routing import AsyncRoutingBackend
 from eventtracking.backends.segment import SegmentBackend
-from eventtracking.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_KEY = "metrics-secret-write-key"
@@ -79,13 +80,6 @@ def expected_from(stats: dict) -> dict[str, dict[str, int]]:
     return result
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_counts_match_stats_while_the_collector_answers_200_then_503_then_200(reader, collector, tmp_path):
     backend = SegmentBackend(
         write_key=WRITE_KEY, host=collector.url, flush_interval=0.01, spool_dir=str(tmp_path / "spool")
@@ -104,7 +98,7 @@ def test_counts_match_stats_while_the_collector_answers_200_then_503_then_200(re
         collector.faults.add(status=503, times=None)
         for number in range(5):
             backend.send(event(n=number))
-        wait_until(lambda: backend.stats()["retries"] >= 2)
+        wait_until(lambda: backend.stats()["retries"] >= 2, 60, "the sender to retry")
         before = backend.stats()
         during = reader.read(**ours)
         after = backend.stats()
@@ -130,46 +124,36 @@ def test_counts_match_stats_while_the_collector_answers_200_then_503_then_200(re
         backend.close(timeout=10)
 
 
-class ListChannel:
-    """A channel into a list that refuses the items it is told to (a unit, not delivery)."""
-
-    def __init__(self) -> None:
-        self.published: list[bytes] = []
-
-    def publish(self, items: Sequence[bytes], refuse: Callable[[str, bytes], None]) -> int:
-        for item in items:
-            if item == b"poison":
-                refuse("unencodable", item)
-            else:
-                self.published.append(item)
-        return len(items)
-
-
-def test_a_publisher_is_reported_by_its_name(reader):
-    publisher = Publisher(ListChannel(), "celery-metrics-test")
+def test_a_celery_publisher_is_reported_by_its_name_through_a_broker_outage(reader, redis_server):
+    app = Celery("metrics-tests", broker=redis_server.url, set_as_current=True)
+    app.set_current()
+    backend = AsyncRoutingBackend(backend_name="metrics")
+    ours = {"eventtracking.sender": "celery-metrics"}
     try:
-        for item in (b"a", b"poison", b"b"):
-            publisher.put(item)
-        assert publisher.flush(timeout=30)
-        stats = publisher.stats()
-        assert stats["published"] == 2 and stats["dropped"] == {"unencodable": 1}
-        assert reader.read(**{"eventtracking.sender": "celery-metrics-test"}) == expected_from(stats)
-    finally:
-        publisher.close(timeout=5)
+        for number in range(5):
+            backend.send(event(n=number))
+        assert backend.flush(30)
+        stats = backend.stats()
+        assert stats["published"] == 5
+        assert reader.read(**ours) == expected_from(stats)
 
+        redis_server.stop()
+        for number in range(5):
+            backend.send(event(n=number))
+        wait_until(lambda: backend.stats()["retries"] >= 2, 60, "the publisher to retry")
+        during = reader.read(**ours)
+        assert during["eventtracking.accepted"] == {"": 10}
+        assert during["eventtracking.delivered"] == {"": 5}
+        assert during["eventtracking.pending"] == {"": 5}
 
-def test_every_background_sender_that_offers_stats_is_a_reporter(collector):
-    backend = SegmentBackend(write_key=WRITE_KEY, host=collector.url)
-    publisher = Publisher(ListChannel(), "event-bus-metrics-test")
-    try:
-        registered = background.owners()
-        assert backend in registered and publisher in registered
-        assert isinstance(backend, metrics.Reporter) and isinstance(publisher, metrics.Reporter)
-        # MessageIds and the like have no stats(): they are owners, not reporters.
-        assert all(isinstance(owner, metrics.Reporter) for owner in registered if hasattr(owner, "stats"))
+        redis_server.start()
+        assert backend.flush(60)
+        stats = backend.stats()
+        assert stats["published"] == 10 and stats["retries"] >= 2
+        assert reader.read(**ours) == expected_from(stats)
     finally:
-        backend.close(timeout=5)
-        publisher.close(timeout=5)
+        backend.close(5)
+        app.close()
 
 
 def owner_classes_with_stats() -> dict[str, set[str]]:
@@ -203,7 +187,9 @@ def test_the_stats_line_says_the_same_figures(collector, caplog):
         assert backend.flush(timeout=30)
         with caplog.at_level(logging.INFO, logger="eventtracking.metrics"):
             metrics.log_stats_every(0.05)
-            wait_until(lambda: any(collector.url in record.getMessage() for record in caplog.records))
+            wait_until(
+                lambda: any(collector.url in record.getMessage() for record in caplog.records), 30, "the line"
+            )
             metrics.log_stats_every(0)
         line = next(record.getMessage() for record in caplog.records if collector.url in record.getMessage())
         assert f"SegmentBackend {collector.url}: accepted=1 delivered=1 retries=0" in line
