@@ -38,6 +38,11 @@ ORIGINAL_SDIST_STAMP := $(ORIGINAL_SDIST)/.extracted
 ANALYTICS14 := .envs/analytics14
 ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 
+# Tutor (from PyPI) with this repository's Tutor plugin (editable), in an env of its own: Tutor's pins
+# are its own business. The plugin's tests run its `tutor` command in a TUTOR_ROOT sandbox.
+TUTOR := .envs/tutor
+TUTOR_STAMP := $(TUTOR)/.installed
+
 .PHONY: demo test bench lint clean redis-server
 
 # A .venv that already has the test extra for this pyproject.toml (built before .base existed)
@@ -83,6 +88,12 @@ $(ANALYTICS14_STAMP): Makefile pyproject.toml
 		"analytics-python==1.4.post1" "Django>=5.2,<6.0" edx-django-utils edx-celeryutils
 	touch $(ANALYTICS14_STAMP)
 
+$(TUTOR_STAMP): Makefile tutor-contrib-eventtracking/pyproject.toml
+	$(PYTHON) -m venv $(TUTOR)
+	$(TUTOR)/bin/python -m pip install --quiet --upgrade pip
+	$(TUTOR)/bin/python -m pip install --quiet -e ./tutor-contrib-eventtracking
+	touch $(TUTOR_STAMP)
+
 # The tests' real broker and event bus: Debian's redis-server (the tests start their own, on a
 # free loopback port). Installed only when missing; apt-get needs root, as on CI.
 redis-server:
@@ -92,7 +103,7 @@ redis-server:
 demo: $(BASE_STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP) $(ORIGINAL_STAMP) $(ORIGINAL_SDIST_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP) redis-server
+test: $(STAMP) $(ORIGINAL_STAMP) $(ORIGINAL_SDIST_STAMP) $(WHEELHOUSE_STAMP) $(ANALYTICS14_STAMP) $(TUTOR_STAMP) redis-server
 	$(BIN)/python -m pytest
 
 bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
@@ -103,7 +114,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python benchmarks/bench_async.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check eventtracking tests examples benchmarks
+	$(BIN)/ruff check eventtracking tests examples benchmarks tutor-contrib-eventtracking
 	$(BIN)/mypy eventtracking
 
 clean:

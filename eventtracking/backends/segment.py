@@ -347,6 +347,11 @@ class SegmentBackend:
                 result["spool"] = spool_stats()
         return result
 
+    def metric_attributes(self) -> dict[str, str]:
+        """What names this backend in :mod:`eventtracking.metrics`: its Segment host, never its key."""
+        host = self._sender.transport.base_url if self._sender is not None else "drop-in"
+        return {"eventtracking.sender": "SegmentBackend", "eventtracking.host": host}
+
     def after_fork_in_child(self) -> None:
         """Called by :mod:`eventtracking.background` (owned mode): the child starts empty."""
         assert self._sender is not None
