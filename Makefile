@@ -26,13 +26,20 @@ SITE_PACKAGES := "edx-event-routing-backends==10.1.0" "event-tracking==4.1.5" "D
 ANALYTICS14 := .envs/analytics14
 ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 
-.PHONY: demo test bench lint clean redis-server
+# The documentation site's tools (pyproject's docs extra), beside the test extra in .venv.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+.PHONY: demo test bench lint docs clean redis-server
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 $(ORIGINAL_STAMP): Makefile
 	$(PYTHON) -m venv $(ORIGINAL)
@@ -73,9 +80,13 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_async.py
 
+# The Sphinx site in docs/_build/html; any warning fails the build, as on CI.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks
 	$(BIN)/mypy eventtracking
 
 clean:
-	rm -rf $(VENV) .envs build *.egg-info .pytest_cache
+	rm -rf $(VENV) .envs build *.egg-info .pytest_cache docs/_build
