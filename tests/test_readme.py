@@ -333,7 +333,8 @@ def test_literal_blocks_hide_no_runnable_example(block: Block):
 
 
 def test_a_not_run_comment_marks_the_literal_block_below_it():
-    page = "Text.\n\n.. not run: needs a branch\n\nThe client::\n\n    import analytics\n\nAfter::\n\n    x = 1\n"
+    page = "Text.\n\n.. not run: needs a branch\n\nThe client::\n\n    import analytics\n\n"
+    page += "After::\n\n    x = 1\n"
     first, second = parse_blocks(page)
     assert (first.not_run, second.not_run) == ("needs a branch", None)
     assert parse_blocks(".. not run: later\n\n::\n\n    import os\n")[0].not_run == "later"
