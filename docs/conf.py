@@ -29,7 +29,6 @@ master_doc = "index"
 # The reference reads like the code: members in source order, signatures with their types.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": False}
 
 
 html_theme = "sphinx_book_theme"  # the Open edX documentation theme
