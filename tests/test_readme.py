@@ -43,6 +43,8 @@ point at the wheels ``make test`` downloaded into ``.envs/wheelhouse``.
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import re
 import shutil
@@ -452,3 +454,103 @@ def test_the_operations_page_names_every_logger():
     loggers = package_loggers()
     assert "eventtracking.backends.segment" in loggers and "eventtracking.tasks" in loggers
     assert [name for name in loggers if f"``{name}``" not in page] == []
+
+
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+ANY = "\0"  # in a logged message: one of its arguments (a %s, %d... of its format)
+OMITTED = "\1"  # in a quoted line: ``...``, a part left out (any text, the code's included)
+VALUE = "\2"  # in a quoted line: an UPPERCASE placeholder (N, DIR, NAME): one of the arguments
+
+
+def logged_messages() -> List[str]:
+    """Every message the package logs with some text of its own: its format, arguments made ANY."""
+    messages = []
+    for path in sorted((REPO / "eventtracking").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            # DropWarning.dropped(log, message, ...) logs its second argument
+            argument = node.args[1:2] if name == "dropped" else node.args[:1] if name in LOG_METHODS else []
+            for text in map(string_of, argument):
+                message = re.sub(r"%[-#0-9.]*[sdrfi]", ANY, text or "")
+                if len(message.replace(ANY, "").strip()) >= 8:  # not "%s %s": that says nothing
+                    messages.append(message)
+    return messages
+
+
+def string_of(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(part.value if isinstance(part, ast.Constant) else ANY for part in node.values)
+    return None
+
+
+def could_be_the_same(quoted: str, logged: str) -> bool:
+    """Whether the quoted line (an :func:`as_pattern`) can be a line the ``logged`` message makes.
+
+    An argument of the message (ANY) stands for a value of the quote: any text holding at most
+    one placeholder (VALUE) or left-out part (OMITTED), and no ``": "`` (a value is not a clause).
+    A left-out part of the quote (OMITTED) stands for any text of the message.
+    """
+
+    @functools.cache
+    def match(i: int, j: int, holes: int) -> bool:  # holes: VALUE/OMITTED taken by the current ANY
+        if i == len(quoted) and j == len(logged):
+            return True
+        if j < len(logged) and logged[j] == ANY:
+            if match(i, j + 1, 0):  # the argument ends here
+                return True
+            if i < len(quoted) and not quoted.startswith(": ", i):  # it takes one more character
+                hole = quoted[i] in (VALUE, OMITTED)
+                if holes + hole <= 1 and match(i + 1, j, holes + hole):
+                    return True
+        if i < len(quoted) and quoted[i] == OMITTED:
+            if match(i + 1, j, 0) or (j < len(logged) and match(i, j + 1, 0)):
+                return True
+        return i < len(quoted) and j < len(logged) and quoted[i] == logged[j] and match(i + 1, j + 1, 0)
+
+    return match(0, 0, 0)
+
+
+def documented_messages() -> List[str]:
+    """The log lines quoted in the terms of the operations page's warnings section."""
+    page = (REPO / "docs" / "operations.rst").read_text(encoding="utf-8")
+    section = page[page.index("What each warning means") :]
+    terms = [line for line in section.splitlines() if line and not line[0].isspace()]
+    return [quoted for term in terms for quoted in re.findall(r"``(.+?)``", term)]
+
+
+def as_pattern(quoted: str) -> str:
+    """A quoted log line as a pattern: ``...`` is OMITTED, UPPERCASE placeholders (N, DIR) VALUE."""
+    return re.sub(r"\b[A-Z][A-Z_]*\b", VALUE, quoted.replace("...", OMITTED))
+
+
+def test_each_warning_the_operations_page_explains_is_one_the_code_logs():
+    messages = logged_messages()
+    quoted = documented_messages()
+    assert len(quoted) > 30 and len(messages) > 50
+    unknown = []
+    for line in quoted:
+        pattern = as_pattern(line)
+        words = re.findall(r"[A-Za-z_]{5,}", pattern)
+        candidates = [message for message in messages if any(word in message for word in words)]
+        if not any(could_be_the_same(pattern, message) for message in candidates):
+            unknown.append(line)
+    assert unknown == [], "docs/operations.rst quotes log lines the code does not log (reworded?)"
+
+
+def test_the_log_line_patterns():
+    def same(quoted: str, logged: str) -> bool:
+        return could_be_the_same(as_pattern(quoted), logged.replace("%s", ANY))
+
+    assert not same("buffer full (N bytes)", "%s: cannot start its thread: %s")  # N is one value
+    assert not same("spool DIR: cannot wrote acked: ...", "spool %s: cannot read part %s: %s")
+    assert same("dropped N messages: gave_up (DETAIL)", "dropped %s %s: %s%s")
+    assert same("spool DIR: cannot write acked: ...", "spool %s: cannot write %s: %s")
+    assert not same("spool DIR: cannot read part", "spool: cannot delete %s: %s")
+    full = "buffer full (%s bytes): dropped %s events since the last warning"
+    assert not same("buffer full (N bytes): dropped N events", full)  # the end of a line is quoted too
+    assert same("buffer full (N bytes): dropped N events ...", full)
+    assert not same("flush timed out", "flush timed out after %ss")
