@@ -43,7 +43,10 @@ ANALYTICS14_STAMP := $(ANALYTICS14)/.installed
 TUTOR := .envs/tutor
 TUTOR_STAMP := $(TUTOR)/.installed
 
-.PHONY: demo test bench lint clean redis-server
+# The documentation site's tools (pyproject's docs extra), beside the test extra in .venv.
+DOCS_STAMP := $(VENV)/.docs-installed
+
+.PHONY: demo test bench lint docs clean redis-server
 
 # A .venv that already has the test extra for this pyproject.toml (built before .base existed)
 # holds the package: it is not installed again.
@@ -58,6 +61,10 @@ $(BASE_STAMP): pyproject.toml
 $(STAMP): $(BASE_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[docs]"
+	touch $(DOCS_STAMP)
 
 $(ORIGINAL_STAMP): Makefile
 	$(PYTHON) -m venv $(ORIGINAL)
@@ -113,9 +120,13 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_async.py
 
+# The Sphinx site in docs/_build/html; any warning fails the build, as on CI.
+docs: $(DOCS_STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks tutor-contrib-eventtracking
 	$(BIN)/mypy eventtracking
 
 clean:
-	rm -rf $(VENV) .envs build *.egg-info .pytest_cache
+	rm -rf $(VENV) .envs build *.egg-info .pytest_cache docs/_build
