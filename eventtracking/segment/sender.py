@@ -6,8 +6,9 @@ posts them through the transport, retries what may be retried (network errors, r
 malformed (400, 413) until the bad message stands alone, so one bad event never costs another.
 By default (``retry_budget=None``) a batch is retried for as long as the process lives: an
 outage costs buffer space, and once the buffer is full the backend drops and counts new events,
-not the old ones; with ``retry_budget`` a batch is given up after that many seconds. Whatever is finally refused or given up
-on is counted with its reason and detail and handed to ``on_error(reason, messages)``.
+not the old ones; with ``retry_budget`` a batch is given up after that many seconds. Whatever
+is finally refused or given up on is counted with its reason and detail and handed to
+``on_error(reason, messages)``.
 
 Waits the server asks for (``Retry-After``, on any retryable answer) are honoured, even past
 a ``retry_budget``: each wait is capped at :data:`MAX_RETRY_AFTER` (300 s: a longer, infinite or
