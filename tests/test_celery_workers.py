@@ -147,7 +147,7 @@ def test_after_a_warm_shutdown_every_message_made_has_arrived(
     assert left_in_broker(redis_server) == 0
 
 
-def test_with_a_spool_every_message_made_has_arrived_and_none_waits_on_disk(
+def test_with_a_spool_every_message_made_has_arrived_by_the_end_of_the_warm_shutdown(
     site, redis_server, collector, figures, tmp_path
 ):
     spool = tmp_path / "spool"
@@ -160,9 +160,12 @@ def test_with_a_spool_every_message_made_has_arrived_and_none_waits_on_disk(
     assert left_in_broker(redis_server) == 0
 
 
-@pytest.mark.parametrize("how, sig", [("warm", signal.SIGTERM), ("cold", signal.SIGQUIT)])
+SHUTDOWNS = {"warm": signal.SIGTERM, "cold": signal.SIGQUIT}
+
+
+@pytest.mark.parametrize("how", SHUTDOWNS)
 def test_a_shutdown_delivers_what_the_sender_still_lingers_on_without_waiting_it_out(
-    how, sig, site, redis_server, collector, figures
+    how, site, redis_server, collector, figures
 ):
     """flush_interval=60: the senders hold every message for a full batch, so only the shutdown
     path can deliver them, and it must not wait the minute out."""
@@ -170,9 +173,9 @@ def test_a_shutdown_delivers_what_the_sender_still_lingers_on_without_waiting_it
     queue_tasks(redis_server, 40)
     wait_idle(redis_server, collector, worker)
     assert by_mode(collector)["tracker"] == []  # still lingering in the children's senders
-    seconds = worker.shut_down(sig)
-    count_and_report(collector, redis_server, figures, f"celery prefork, {how} shutdown in {seconds:.1f} s "
-                     "with flush_interval=60", 40, modes=("tracker",))
+    seconds = worker.shut_down(SHUTDOWNS[how])
+    label = f"celery prefork, {how} shutdown in {seconds:.1f} s with flush_interval=60"
+    count_and_report(collector, redis_server, figures, label, 40, modes=("tracker",))
     assert seconds < 30  # generous on a loaded machine; waiting the linger out takes 60 s
 
 
