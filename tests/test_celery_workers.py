@@ -122,6 +122,16 @@ def count_and_report(collector, redis_server, figures, label: str, made: int, mo
     return arrived
 
 
+def session(site, redis_server, collector, pool: tuple, made: int, sig=signal.SIGTERM, **env: str) -> float:
+    """One worker's life: start it, queue ``made`` tasks, wait until it is idle, shut it down
+    with ``sig``; return the seconds the shutdown took. (A test may run several, e.g. the
+    official client and a mode that replaces it, one after the other on one collector.)"""
+    worker = site(pool, **env)
+    queue_tasks(redis_server, made)
+    wait_idle(redis_server, collector, worker)
+    return worker.shut_down(sig)
+
+
 def prefork(max_tasks_per_child: int) -> tuple:
     return (*PREFORK_2, "--max-tasks-per-child", str(max_tasks_per_child))
 
@@ -138,10 +148,7 @@ def prefork(max_tasks_per_child: int) -> tuple:
 def test_after_a_warm_shutdown_every_message_made_has_arrived(
     pool, made, env, site, redis_server, collector, figures, request
 ):
-    worker = site(pool, **env)
-    queue_tasks(redis_server, made)
-    wait_idle(redis_server, collector, worker)
-    seconds = worker.shut_down(signal.SIGTERM)
+    seconds = session(site, redis_server, collector, pool, made, **env)
     label = f"celery {request.node.callspec.id}, warm shutdown in {seconds:.1f} s"
     count_and_report(collector, redis_server, figures, label, made)
     assert left_in_broker(redis_server) == 0
@@ -151,10 +158,7 @@ def test_with_a_spool_every_message_made_has_arrived_by_the_end_of_the_warm_shut
     site, redis_server, collector, figures, tmp_path
 ):
     spool = tmp_path / "spool"
-    worker = site(prefork(10), SITE_SPOOL_DIR=str(spool))
-    queue_tasks(redis_server, 300)
-    wait_idle(redis_server, collector, worker)
-    seconds = worker.shut_down(signal.SIGTERM)
+    seconds = session(site, redis_server, collector, prefork(10), 300, SITE_SPOOL_DIR=str(spool))
     label = f"celery prefork-mtpc10 with spool_dir, warm shutdown in {seconds:.1f} s"
     count_and_report(collector, redis_server, figures, label, 300)
     assert left_in_broker(redis_server) == 0
@@ -181,10 +185,7 @@ def test_a_shutdown_delivers_what_the_sender_still_lingers_on_without_waiting_it
 
 def test_recycling_by_max_memory_per_child_loses_nothing(site, redis_server, collector, figures):
     # 1 KiB: every child is over it after its first task, so each task ends its child.
-    worker = site((*PREFORK_2, "--max-memory-per-child", "1"))
-    queue_tasks(redis_server, 30)
-    wait_idle(redis_server, collector, worker)
-    seconds = worker.shut_down(signal.SIGTERM)
+    seconds = session(site, redis_server, collector, (*PREFORK_2, "--max-memory-per-child", "1"), 30)
     label = f"celery prefork --max-memory-per-child 1 (a child per task), warm shutdown in {seconds:.1f} s"
     count_and_report(collector, redis_server, figures, label, 30)
 

@@ -11,9 +11,14 @@
   - ``official``: the official client, configured as edx-platform does (``analytics.write_key``
     and ``analytics.host`` at startup, then ``analytics.track``): analytics-python 1.4.post1.
 
-  A mode is an entry of :data:`EMITTERS` and, if it needs one, a line in :func:`set_up`: adding a
-  mode is that one entry. Modes that configure the same global module (``analytics``) cannot
-  share a run.
+  A mode is one entry of :data:`EMITTERS`: what it sets up at startup, and how it emits. The
+  global client's mode, for instance, is the line::
+
+      "global": Mode(_install_global_client, partial(_track, "global")),
+
+  with ``_install_global_client`` calling ``eventtracking.segment.install_global_client(
+  write_key=WRITE_KEY, host=COLLECTOR_URL)``. Modes that configure the same global module
+  (``analytics``: ``official`` and ``global``) cannot share a run.
 - ``SITE_SPOOL_DIR``: give every backend a spool (a directory of its own under it).
 - ``SITE_FLUSH_INTERVAL``: the SegmentBackends' ``flush_interval`` (default: theirs).
 - ``SITE_BUILD``: ``import`` (default) builds the tracker when the worker imports this module,
@@ -25,7 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from functools import partial
+from typing import Callable, NamedTuple
 
 from celery import Celery, signals
 
@@ -88,29 +94,44 @@ def _emit(name: str, seq: int) -> None:
         tracker.emit(name, {"seq": seq})
 
 
-def _official(seq: int) -> None:
+def _track(mode: str, seq: int) -> None:
+    """edx-platform's way: the global module's ``track`` (common/djangoapps/track/segment.py)."""
     import analytics
 
-    analytics.track(USER_ID, "celery.official", {"seq": seq})
+    analytics.track(USER_ID, f"celery.{mode}", {"seq": seq})
 
 
-EMITTERS: dict[str, Callable[[int], None]] = {
-    "tracker": lambda seq: _emit("celery.tracker", seq),
-    "async": lambda seq: _emit("celery.async", seq),
-    "official": _official,
+def _configure_official() -> None:
+    """edx-platform's startup: ``analytics.write_key = settings.LMS_SEGMENT_KEY`` (and a host)."""
+    import analytics
+
+    analytics.write_key = "celery-site-official-key"
+    analytics.host = COLLECTOR_URL
+
+
+def _nothing() -> None:
+    pass
+
+
+class Mode(NamedTuple):
+    set_up: Callable[[], None]  # at startup, as the site's settings and apps would do it
+    emit: Callable[[int], None]  # in the task, with the task's seq
+
+
+EMITTERS: dict[str, Mode] = {
+    "tracker": Mode(_nothing, partial(_emit, "celery.tracker")),
+    "async": Mode(_nothing, partial(_emit, "celery.async")),
+    "official": Mode(_configure_official, partial(_track, "official")),
 }
 
 
 def set_up() -> None:
-    """What the modes need at startup, as the site's settings and apps would do it."""
+    """Set up every mode of the run."""
     unknown = set(MODES) - set(EMITTERS)
     if unknown:
         raise ValueError(f"unknown SITE_EMIT_MODES: {sorted(unknown)}")
-    if "official" in MODES:  # edx-platform: analytics.write_key = settings.LMS_SEGMENT_KEY
-        import analytics
-
-        analytics.write_key = "celery-site-official-key"
-        analytics.host = COLLECTOR_URL
+    for mode in MODES:
+        EMITTERS[mode].set_up()
 
 
 set_up()
@@ -128,4 +149,4 @@ def emit(seq: int, sleep: float = 0.0) -> None:
     if sleep:
         time.sleep(sleep)
     for mode in MODES:
-        EMITTERS[mode](seq)
+        EMITTERS[mode].emit(seq)
