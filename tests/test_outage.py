@@ -12,6 +12,7 @@ import logging
 import time
 
 import pytest
+from engines import wait_until
 
 from eventtracking.backends.segment import SegmentBackend
 
@@ -28,15 +29,6 @@ def event(name: str, seq: int) -> dict:
     return {"name": name, "data": {"seq": seq, "pad": "x" * 200}, "context": {"user_id": 7}}
 
 
-def wait_until(condition, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
-
-
 def seqs(collector, name: str) -> list:
     return sorted(m["properties"]["data"]["seq"] for m in collector.messages() if m["event"] == name)
 
@@ -51,7 +43,7 @@ def test_an_outage_longer_than_a_retry_budget_loses_nothing_by_default(collector
             default.send(event("edx.default", seq))
             budgeted.send(event("edx.budgeted", seq))
         # The option still gives up (the outage is longer than its budget): the test can fail.
-        assert wait_until(lambda: budgeted.stats()["dropped"].get("gave_up") == 100, 60)
+        wait_until(lambda: budgeted.stats()["dropped"].get("gave_up") == 100, 60, "the budget to run out")
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - started)))
         assert collector.count() == 0 and collector.requests["faulted"] >= 4
         stats = default.stats()
@@ -74,7 +66,7 @@ def test_past_the_memory_bound_new_events_are_dropped_and_the_old_ones_delivered
     backend = SegmentBackend(write_key="k", host=collector.url, flush_interval=0.05, max_buffer_bytes=20_000)
     try:
         backend.send(event("edx.outage", 0))
-        assert wait_until(lambda: collector.requests["faulted"] >= 1)  # the sender holds its batch
+        wait_until(lambda: collector.requests["faulted"] >= 1, 60, "a 503")  # the sender holds its batch
         with caplog.at_level(logging.WARNING, logger="eventtracking.backends.segment"):
             for seq in range(1, 300):
                 backend.send(event("edx.outage", seq))
@@ -97,7 +89,7 @@ def test_close_stays_bounded_by_its_timeout_during_an_endless_outage(collector):
     backend = SegmentBackend(write_key="k", host=collector.url, flush_interval=0.05, exit_timeout=1.0)
     for seq in range(10):
         backend.send(event("edx.endless", seq))
-    assert wait_until(lambda: collector.requests["faulted"] >= 2)
+    wait_until(lambda: collector.requests["faulted"] >= 2, 60, "two 503s")
     started = time.monotonic()
     assert backend.close(backend.exit_timeout) is False
     elapsed = time.monotonic() - started
