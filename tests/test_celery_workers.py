@@ -132,6 +132,14 @@ def session(site, redis_server, collector, pool: tuple, made: int, sig=signal.SI
     return worker.shut_down(sig)
 
 
+SHUTDOWNS = {"warm": signal.SIGTERM, "cold": signal.SIGQUIT}
+POOLS = {
+    "prefork": PREFORK_2,
+    "threads": ("--pool", "threads", "--concurrency", "4"),
+    "solo": ("--pool", "solo"),
+}
+
+
 def prefork(max_tasks_per_child: int) -> tuple:
     return (*PREFORK_2, "--max-tasks-per-child", str(max_tasks_per_child))
 
@@ -141,8 +149,8 @@ def prefork(max_tasks_per_child: int) -> tuple:
     [
         pytest.param(prefork(100), 1000, {}, id="prefork-mtpc100"),
         pytest.param(prefork(10), 300, {"SITE_BUILD": "child"}, id="prefork-mtpc10-built-in-child"),
-        pytest.param(("--pool", "threads", "--concurrency", "4"), 200, {}, id="threads"),
-        pytest.param(("--pool", "solo"), 200, {}, id="solo"),
+        pytest.param(POOLS["threads"], 200, {}, id="threads"),
+        pytest.param(POOLS["solo"], 200, {}, id="solo"),
     ],
 )
 def test_after_a_warm_shutdown_every_message_made_has_arrived(
@@ -164,21 +172,20 @@ def test_with_a_spool_every_message_made_has_arrived_by_the_end_of_the_warm_shut
     assert left_in_broker(redis_server) == 0
 
 
-SHUTDOWNS = {"warm": signal.SIGTERM, "cold": signal.SIGQUIT}
-
-
-@pytest.mark.parametrize("how", SHUTDOWNS)
+@pytest.mark.parametrize(
+    "pool, how", [("prefork", "warm"), ("prefork", "cold"), ("threads", "cold"), ("solo", "cold")]
+)
 def test_a_shutdown_delivers_what_the_sender_still_lingers_on_without_waiting_it_out(
-    how, site, redis_server, collector, figures
+    pool, how, site, redis_server, collector, figures
 ):
     """flush_interval=60: the senders hold every message for a full batch, so only the shutdown
     path can deliver them, and it must not wait the minute out."""
-    worker = site(PREFORK_2, SITE_EMIT_MODES="tracker,official", SITE_FLUSH_INTERVAL="60")
+    worker = site(POOLS[pool], SITE_EMIT_MODES="tracker,official", SITE_FLUSH_INTERVAL="60")
     queue_tasks(redis_server, 40)
     wait_idle(redis_server, collector, worker)
     assert by_mode(collector)["tracker"] == []  # still lingering in the children's senders
     seconds = worker.shut_down(SHUTDOWNS[how])
-    label = f"celery prefork, {how} shutdown in {seconds:.1f} s with flush_interval=60"
+    label = f"celery {pool}, {how} shutdown in {seconds:.1f} s with flush_interval=60"
     count_and_report(collector, redis_server, figures, label, 40, modes=("tracker",))
     assert seconds < 30  # generous on a loaded machine; waiting the linger out takes 60 s
 
