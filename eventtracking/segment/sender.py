@@ -12,9 +12,9 @@ is finally refused or given up on is counted with its reason and detail and hand
 
 Waits the server asks for (``Retry-After``, on any retryable answer) are honoured, even past
 a ``retry_budget``: each wait is capped at :data:`MAX_RETRY_AFTER` (300 s: a longer, infinite or
-absurd value waits that long, then asks again), and a batch is held that way for at most
-:data:`MAX_RATE_LIMIT_HOLD` (1 h) in all. Only then is it given up (memory) or kept on disk for
-later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
+absurd value waits that long, then asks again); with a ``retry_budget``, a batch is held that
+way for at most :data:`MAX_RATE_LIMIT_HOLD` (1 h) in all, and only then given up (memory) or
+kept on disk for later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
 network error, keeps its events, and is logged as an error saying where the host points.
 After a batch is kept for later, the sender pauses before it takes the next one (the server's
 Retry-After if it gave one, else the backoff, growing with each part kept in a row up to its
