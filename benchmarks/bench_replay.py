@@ -286,9 +286,9 @@ def run_celery(
     env = site_env(
         SITE_REDIS_URL=redis_url, SITE_COLLECTOR_URL=url, SEGMENT_WRITE_KEY=WRITE_KEY, **{HOST_ENV: url}
     )
-    worker = CeleryWorker(
-        sys.executable, directory, env, f"bench-{processes}-{time.monotonic_ns()}", processes
-    )
+    pool = ("--pool", "prefork", "--concurrency", str(processes))
+    name = f"bench-{processes}-{time.monotonic_ns()}"
+    worker = CeleryWorker(sys.executable, directory, env, name, pool=pool)
     worker.start()
     try:
         coordinator_env = {
