@@ -112,12 +112,22 @@ def limit_row(url: str, items: list, log_file: str) -> dict:
         message["messageId"] = f"limit-{next(ids)}"
         encoded.append(b"".join((orjson.dumps(message), b"")))  # right-sized, as a buffer holds it
 
-    def post_batches() -> None:
-        for start in range(0, len(encoded), 500):
-            body = b'{"batch":[' + b",".join(encoded[start : start + 500]) + b"]}"
-            answer = pool.urlopen("POST", "/v1/batch", body=body, headers=headers, retries=False)
-            if answer.status != 200:
-                raise RuntimeError(f"limit batch refused: {answer.status} {answer.data[:200]!r}")
+    def post(batch: list[bytes]) -> None:
+        body = b'{"batch":[' + b",".join(batch) + b"]}"
+        answer = pool.urlopen("POST", "/v1/batch", body=body, headers=headers, retries=False)
+        if answer.status != 200:
+            raise RuntimeError(f"limit batch refused: {answer.status} {answer.data[:200]!r}")
+
+    def post_batches() -> None:  # at most 500 messages and 500 KB a request, as Segment takes
+        batch: list[bytes] = []
+        size = 0
+        for item in encoded:
+            if len(batch) == 500 or size + len(item) > 500 * 1024 - 128:
+                post(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += len(item) + 1
+        post(batch)
 
     return measure(LABELS["limit"], url, items, emit, post_batches)
 
