@@ -1,21 +1,20 @@
 """An event's JSON, encoded once per routing pass for every backend that writes the event whole.
 
 The tracking log's line (``LoggerBackend``) and a Segment message's ``properties``
-(``SegmentBackend``) are the same JSON: the event, compact, its ``timestamp`` in UTC. A router
-opens a pass around ``send`` (:func:`begin` / :func:`end`); inside it, :func:`shared` encodes an
-event the first time a backend asks and hands the same bytes to every later backend that asks
-for that very object. Backends that only read their event (``reads_only``) are given the same
-object, so the tracker's event is encoded once instead of once per backend, and every backend
-writes the same snapshot of it.
+(``SegmentBackend``) are the same JSON: the event, compact, its ``timestamp`` in UTC. A router's
+``send`` pins the event it was given (:func:`pin` / :func:`unpin`); the backends that only read
+(``reads_only``) are handed that very object, and :func:`shared` encodes it the first time one
+of them asks and gives the same bytes to every later one. So the tracker's event is encoded
+once instead of once per backend, and every backend writes the same snapshot of it.
 
 What makes reusing the bytes correct:
 
-- Only an object nothing has changed since it was encoded is answered from the pass: a router
-  calls :func:`forget` before it hands the event itself (not a copy) to a processor or backend
-  that may change it. Copies are other objects, and the pass holds a reference to the encoded
-  event, so no other object can take its ``id``.
-- Nothing is kept outside a pass (a backend called directly encodes for itself) and the pass is
-  per thread.
+- Only the pinned object is answered from the pin, and a router never hands the event it was
+  given (which is not its own) to anything that may change it: processors and backends that
+  may change it get copies, which are other objects. The pin holds a reference to the event,
+  so no other object can take its ``id`` meanwhile.
+- Nothing is kept outside a ``send`` (a backend called directly encodes for itself), and pins
+  are per thread.
 - The bytes are those both backends write on their fast path: orjson with no Python code running
   inside it (datetimes and dataclasses refused, no ``default=`` hook), the event's ``timestamp``
   written beforehand. An event orjson refuses, or whose ``timestamp`` has an offset other than
@@ -38,15 +37,11 @@ from eventtracking.segment.encoding import datetime_json
 ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _UTC = timezone.utc
 _dumps = orjson.dumps
+_fragment = orjson.Fragment
 
 
-class _Pass(threading.local):
-    depth = 0  # routers' send() calls under way on this thread (nested routers call send too)
-    event: Any = None  # the event encoded in this pass (held: its id cannot be reused meanwhile)
-    data: Optional[bytes] = None
-
-
-_pass = _Pass()
+_local = threading.local()  # .pin: [event, its bytes or _UNSET], or None
+_UNSET = b""  # not encoded yet (no event encodes to nothing)
 
 
 def dumps(event: Any) -> Optional[bytes]:
@@ -57,46 +52,51 @@ def dumps(event: Any) -> Optional[bytes]:
         if type(stamp) is datetime:
             if stamp.tzinfo is not None and stamp.tzinfo is not _UTC:
                 stamp = stamp.astimezone(_UTC)
-            event = {**event, "timestamp": datetime_json(stamp)}
+            event = {**event, "timestamp": _written(stamp)}
     try:
         return _dumps(event, option=ORJSON_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         return None
 
 
+def _written(stamp: datetime) -> orjson.Fragment:
+    """A datetime in UTC, or naive, as a JSON fragment: orjson reads ``timezone.utc`` (a C
+    object) without running Python code; anything else goes through ``datetime_json``."""
+    if stamp.tzinfo is _UTC and type(stamp) is datetime:
+        return _fragment(_dumps(stamp))
+    return datetime_json(stamp)
+
+
 def shared(event: Any) -> Optional[bytes]:
-    """The pass's encoding of `event` (see the module docstring): encoded at the first call of
-    a pass, the same bytes for that object afterwards; None outside a pass, and for an event that
-    is not shared (orjson refuses it, or its ``timestamp`` is not in UTC)."""
-    state = _pass
-    if not state.depth:
+    """The pinned event's encoding (see the module docstring), made at the first call; None for
+    any other object, outside a ``send``, and for an event that is not shared (orjson refuses
+    it, or its ``timestamp`` is not in UTC)."""
+    pinned = getattr(_local, "pin", None)
+    if pinned is None or pinned[0] is not event:
         return None
-    if state.event is event:
-        return state.data
-    if type(event) is not dict:
-        return None
-    stamp = event.get("timestamp")
-    if type(stamp) is datetime and stamp.tzinfo is not None and stamp.tzinfo is not _UTC:
-        return None
-    data = dumps(event)
-    state.event, state.data = event, data
+    data = pinned[1]
+    if data is _UNSET:
+        data = pinned[1] = dumps(event) if _shareable(event) else None
     return data
 
 
-def begin() -> None:
-    """Open a pass on this thread (or enter the one open: passes nest)."""
-    _pass.depth += 1
+def _shareable(event: Any) -> bool:
+    """A plain dict whose ``timestamp``, if a datetime, is in UTC or naive: what the log and
+    Segment write alike."""
+    if type(event) is not dict:
+        return False
+    stamp = event.get("timestamp")
+    return type(stamp) is not datetime or stamp.tzinfo is None or stamp.tzinfo is _UTC
 
 
-def end() -> None:
-    """Close what :func:`begin` opened; the outermost end forgets the pass's encoding."""
-    state = _pass
-    state.depth -= 1
-    if not state.depth:
-        state.event = state.data = None
+def pin(event: Any) -> Any:
+    """Pin `event` on this thread for :func:`shared`; returns the pin it replaces, for
+    :func:`unpin` (a router's send may run inside another's)."""
+    prior = getattr(_local, "pin", None)
+    _local.pin = [event, _UNSET]
+    return prior
 
 
-def forget() -> None:
-    """Forget the pass's encoding: the event is about to be handed to something that may change it."""
-    state = _pass
-    state.event = state.data = None
+def unpin(prior: Any) -> None:
+    """Put back the pin :func:`pin` replaced."""
+    _local.pin = prior

@@ -114,14 +114,14 @@ class RoutingBackend:
 
         Never raises: see the class docstring for what happens to failures.
         """
-        event_json.begin()
+        prior = event_json.pin(event)
         try:
             if type(self) is RoutingBackend:
                 self._route_shared(event)
             else:  # a subclass may process or route in ways of its own: it gets its copy
                 self._route(isolated_copy(event))
         finally:
-            event_json.end()
+            event_json.unpin(prior)
 
     def _route(self, event: Any) -> None:
         """``send`` for an event this router owns: no one else holds it, so no copy is
@@ -197,24 +197,18 @@ class RoutingBackend:
             backend = self.backends[name]
             try:
                 send = backend.send
-                # The event itself may go to the last backend when this router owns it; it may
-                # then be changed there, so its encoding of this pass is forgotten first.
-                give = owned and index == last
+                give = owned and index == last  # the event itself may go to the last backend
                 if getattr(send, "__func__", None) is _PLAIN_SEND:
                     # A router (its send() not overridden by a subclass nor patched on the
                     # instance) takes the copy as its own instead of copying it again, and a
                     # plain one takes a shared event and copies only if it must.
                     if give:
-                        event_json.forget()
                         backend._route(event)
                     elif type(backend) is RoutingBackend:
                         backend._route_shared(event)
                     else:
                         backend._route(isolated_copy(event))
-                elif reads_only(backend):
-                    send(event)
-                elif give:
-                    event_json.forget()
+                elif give or reads_only(backend):
                     send(event)
                 else:
                     send(isolated_copy(event))
