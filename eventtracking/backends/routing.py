@@ -35,9 +35,17 @@ class ReadsOnly(Protocol):
 
 def reads_only(component: Any) -> bool:
     """Whether `component` (a backend or processor) only reads its event: see :class:`ReadsOnly`."""
-    if "reads_only" not in type(component).__dict__ or "send" in getattr(component, "__dict__", ()):
+    declared = _DECLARED.get(type(component))
+    if declared is None:
+        declared = "reads_only" in type(component).__dict__
+        if len(_DECLARED) < 256:  # bounded: classes made at run time (mocks) must not pile up
+            _DECLARED[type(component)] = declared
+    if not declared or "send" in getattr(component, "__dict__", ()):
         return False
     return component.reads_only is True
+
+
+_DECLARED: dict[type, bool] = {}  # class -> whether its own body sets reads_only
 
 
 class RoutingBackend:
@@ -135,14 +143,16 @@ class RoutingBackend:
     def _route_shared(self, event: Any) -> None:
         """``send`` for an event others hold (the caller, other branches): it is copied only
         if a processor may change it; otherwise it goes on as it is, still not this router's."""
-        if not all(reads_only(processor) for processor in self.processors):
-            self._route(isolated_copy(event))
-            return
-        try:
-            processed = self.process_event(event)
-        except EventEmissionExit:
-            return
-        self._send_to_backends(processed, owned=False)
+        if self.processors:
+            for processor in self.processors:
+                if not reads_only(processor):
+                    self._route(isolated_copy(event))
+                    return
+            try:
+                event = self.process_event(event)
+            except EventEmissionExit:
+                return
+        self._send_to_backends(event, owned=False)
 
     def process_event(self, event: Any) -> Any:
         """
@@ -191,10 +201,9 @@ class RoutingBackend:
     def _send_to_backends(self, event: Any, owned: bool) -> None:
         """``send_to_backends``; `owned` False: `event` is not this router's to give away, so
         every backend but those that only read gets a copy, the last one too."""
-        names = list(self.backends)
-        last = len(names) - 1
-        for index, name in enumerate(names):
-            backend = self.backends[name]
+        backends = list(self.backends.items())
+        last = len(backends) - 1
+        for index, (name, backend) in enumerate(backends):
             try:
                 send = backend.send
                 give = owned and index == last  # the event itself may go to the last backend
