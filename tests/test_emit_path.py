@@ -54,7 +54,9 @@ def tracking_log():
 def lms_backends(url: str, **extra) -> tuple[dict, SegmentBackend]:
     segment = SegmentBackend(write_key="test-key", host=url, flush_interval=0.05)
     backends = {
-        "tracking_logs": RoutingBackend(backends={"logger": LoggerBackend(name=LOG_NAME, max_event_size=50000)}),
+        "tracking_logs": RoutingBackend(
+            backends={"logger": LoggerBackend(name=LOG_NAME, max_event_size=50000)}
+        ),
         "segmentio": RoutingBackend(
             backends={"segment": segment}, processors=[NameWhitelistProcessor(whitelist=WHITELIST)]
         ),
@@ -71,7 +73,10 @@ def request_context(i: int) -> dict:
         "ip": "203.0.113.42",
         "host": "courses.example.org",
         "path": "/courses/x/courseware/",
-        "module": {"display_name": "Introduction", "usage_key": f"block-v1:edX+DemoX+type@vertical+block@{i}"},
+        "module": {
+            "display_name": "Introduction",
+            "usage_key": f"block-v1:edX+DemoX+type@vertical+block@{i}",
+        },
     }
 
 
@@ -80,7 +85,12 @@ def test_the_lms_tracker_logs_and_delivers_every_event_with_the_same_values(coll
     tracker = Tracker(backends=backends)
     sent = []
     for i in range(50):
-        data = {"course_id": "course-v1:edX+DemoX+2026", "user_id": 1000 + i, "mode": "audit", "note": "é\u2028"}
+        data = {
+            "course_id": "course-v1:edX+DemoX+2026",
+            "user_id": 1000 + i,
+            "mode": "audit",
+            "note": "é\u2028",
+        }
         with tracker.context("edx.request", request_context(i)):
             tracker.emit("edx.course.enrollment.activated", data)
         sent.append(data)
@@ -263,7 +273,9 @@ def test_threads_each_log_their_own_events(tracking_log):
         thread.start()
     for thread in threads:
         thread.join(60)
-    logged = sorted((json.loads(line)["data"]["worker"], json.loads(line)["data"]["i"]) for line in tracking_log.lines)
+    logged = sorted(
+        (json.loads(line)["data"]["worker"], json.loads(line)["data"]["i"]) for line in tracking_log.lines
+    )
     assert logged == sorted((w, i) for w in range(4) for i in range(300))
 
 
@@ -352,7 +364,9 @@ def test_a_branch_that_changed_its_copy_logs_its_own_values(tracking_log):
         router = RoutingBackend(
             backends={
                 "a": LoggerBackend(name=LOG_NAME),
-                "b": RoutingBackend(backends={"log": LoggerBackend(name=changed_log.name)}, processors=[mutate]),
+                "b": RoutingBackend(
+                    backends={"log": LoggerBackend(name=changed_log.name)}, processors=[mutate]
+                ),
                 "c": LoggerBackend(name=LOG_NAME),
             }
         )
