@@ -92,7 +92,8 @@ def encode_event(event: Any) -> bytes:
     which then crashes the process). The event's own ``timestamp`` is written before orjson
     runs. Anything else orjson refuses (a datetime deeper in the event, objects, sets, integers
     beyond 64 bits, dict keys that are not strings) goes to the stdlib ``json`` module, which
-    raises instead of crashing when the event changes under it.
+    raises instead of crashing when the event changes under it. Inside a router's ``send`` the
+    orjson bytes are those the other backends share (:mod:`eventtracking.event_json`).
     """
     encoded = event_json.shared(event)
     if encoded is None:
