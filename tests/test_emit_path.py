@@ -375,3 +375,21 @@ def test_a_branch_that_changed_its_copy_logs_its_own_values(tracking_log):
         changed_log.removeHandler(handler)
     assert [json.loads(line)["data"]["mode"] for line in tracking_log.lines] == ["audit", "audit"]
     assert [json.loads(line)["data"]["mode"] for line in handler.lines] == ["changed"]
+
+
+def test_a_declaration_that_fails_is_no_promise_and_send_never_raises():
+    class Broken:
+        @property
+        def reads_only(self):
+            raise RuntimeError("broken")
+
+        def __call__(self, event):
+            event["data"]["touched"] = True
+
+    assert not reads_only(Broken())
+    data = {"n": 1}
+    recorder = []
+    router = RoutingBackend(backends={"r": type("R", (), {"send": lambda self, e: recorder.append(e)})()})
+    router.register_processor(Broken())
+    router.send({"name": "e", "data": data})
+    assert data == {"n": 1} and recorder[0]["data"] == {"n": 1, "touched": True}

@@ -42,7 +42,10 @@ def reads_only(component: Any) -> bool:
             _DECLARED[type(component)] = declared
     if not declared or "send" in getattr(component, "__dict__", ()):
         return False
-    return component.reads_only is True
+    try:
+        return component.reads_only is True
+    except Exception:  # a declaration that fails to answer is no promise
+        return False
 
 
 _DECLARED: dict[type, bool] = {}  # class -> whether its own body sets reads_only
