@@ -151,7 +151,7 @@ def median_row(rows: list[dict]) -> dict:
 
 def spread(values: list[float], digits: int = 2, unit: str = "x") -> str:
     """``(rounds 1.21-1.55x)``: the smallest and the largest of a figure over the rounds, so that a
-    median quoted in README.rst comes with how much it moved in that run."""
+    median quoted in docs/benchmarks.rst comes with how much it moved in that run."""
     return f"(rounds {min(values):.{digits}f}-{max(values):.{digits}f}{unit})"
 
 

@@ -80,8 +80,8 @@ def _hint(error: Exception) -> str:
         return f" (install this package's extra for it: pip install 'event-tracking[{_EXTRAS[top]}]')"
     if top == "eventtracking":
         return (
-            f" ({missing} is not part of this package: see README's 'Compatibility notes and known limits'"
-            " for what it has of Open edX's event-tracking)"
+            f" ({missing} is not part of this package: docs/compatibility.rst says what it has of Open edX's"
+            " event-tracking)"
         )
     return ""
 

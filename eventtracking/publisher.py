@@ -226,6 +226,10 @@ class Publisher:
             result["spool"] = spool_stats()
         return result
 
+    def metric_attributes(self) -> dict[str, str]:
+        """What names this publisher in :mod:`eventtracking.metrics`: its name (``celery-<backend>``)."""
+        return {"eventtracking.sender": self.name}
+
     # -- the thread --------------------------------------------------------------------------
 
     def _run(self) -> None:

@@ -393,11 +393,11 @@ def test_deadletters_resend_without_a_key_says_where_to_put_it(tmp_path):
     assert f"--write-key KEY or set ${args.WRITE_KEY_ENV}" in result.stderr
 
 
-def test_deadletters_resend_usage_is_the_readmes():
+def test_deadletters_resend_usage_is_the_docs():
     usage = " ".join(run_command("deadletters", "resend", "--help").stdout.split())
-    readme = (REPO_ROOT / "README.rst").read_text()
-    synopsis = re.search(r"eventtracking deadletters resend --spool DIR .*", readme).group(0).strip()
-    # README: `... resend --spool DIR [--write-key KEY] [--host URL]`; the usage line has the same.
+    page = (REPO_ROOT / "docs" / "guarantees.rst").read_text()
+    synopsis = re.search(r"eventtracking deadletters resend --spool DIR .*", page).group(0).strip()
+    # docs: `... resend --spool DIR [--write-key KEY] [--host URL]`; the usage line has the same.
     assert synopsis.replace("eventtracking deadletters resend", "").strip() in usage
     assert "--spool DIR [--write-key KEY] [--host URL]" in usage
 

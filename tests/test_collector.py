@@ -305,7 +305,7 @@ def test_gzip_body_over_the_limit_once_decompressed_is_refused(collector):
     body = gzip.compress(orjson.dumps({"batch": [track()], "sentAt": padding}))
     assert len(body) < MAX_BODY_BYTES // 100
     status, _, reply = post(collector, "/v1/batch", body=body, headers={"Content-Encoding": "gzip"})
-    assert status == 400
+    assert status == 413
     assert reply["code"] == "body_too_large"
     assert collector.count() == 0
 
@@ -357,7 +357,7 @@ def test_body_over_500kb_is_refused_and_the_connection_stays_usable(collector):
     conn = connect(collector)
     try:
         status, _, reply = send(conn, "/v1/batch", batch_body_of_size(MAX_BODY_BYTES + 1))
-        assert status == 400
+        assert status == 413
         assert reply["code"] == "body_too_large"
         assert collector.count() == 0
         assert send(conn, "/v1/batch", orjson.dumps({"batch": [track()]}))[0] == 200

@@ -221,11 +221,11 @@ def test_a_body_over_the_limit_is_refused_unread(collector):
     with socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) as sock:
         head = b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
         sock.sendall(head % (MAX_BODY_BYTES + 1))
-        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413")
     with socket.create_connection(("127.0.0.1", collector.port), timeout=TIMEOUT) as sock:
         sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         sock.sendall(b"%x\r\n" % (MAX_BODY_BYTES + 1))  # a chunk size over the limit: not read
-        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413")
 
 
 # -- linear-time decoding (item 10) ----------------------------------------------------------------------

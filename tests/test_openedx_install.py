@@ -1,7 +1,7 @@
 """Installing this package on an Open edX site replaces Open edX's event-tracking, cleanly.
 
 A fresh virtualenv gets what a site has: event-routing-backends (ERB), which brings Open edX's
-event-tracking 4.1.5. Then this package is installed the ways README's "On Open edX" section
+event-tracking 4.1.5. Then this package is installed the ways docs/openedx.rst
 says (a wheel built from this checkout; a git URL; the clone's path), and each time:
 
 - the only event-tracking distribution is ours (5.0.0), and every file of the ``eventtracking``

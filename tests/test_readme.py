@@ -1,6 +1,7 @@
-"""Every example in README.rst is run, and its output checked against what the README says.
+"""Every example in README.rst and in the documentation (docs/*.rst) is run, and its output
+checked against what the page says.
 
-The conventions (follow them when you add to the README):
+The conventions (follow them when you add to README.rst or to a page of docs/):
 
 * ``.. code-block:: python`` -- a Python example. It runs as a script in a subprocess (the
   project's Python, a scratch copy of the checkout as the working directory, with
@@ -29,6 +30,10 @@ The conventions (follow them when you add to the README):
   (``eventtracking``, ``python``, ``pip``, ``make``...) without a placeholder (an UPPERCASE word
   or ``<words in angle brackets>``), except
   the commands that are the test suite itself or take minutes (:data:`NOT_RUN`).
+* ``.. not run: REASON`` -- a comment on the line (blank lines aside) just above the paragraph
+  that introduces a ``::`` block (or above a bare ``::``) lets that block hold code that cannot
+  run here, for the REASON given (it needs a part this checkout does not have). Its Python must
+  still compile. Use it sparingly: an example that can run belongs in a python block.
 
 The scratch copy holds the checkout's files as a fresh clone would (``git ls-files``, plus files
 not yet committed), with ``.venv`` and ``.envs`` linked to the checkout's (``make demo`` then
@@ -38,6 +43,8 @@ point at the wheels ``make test`` downloaded into ``.envs/wheelhouse``.
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import re
 import shutil
@@ -52,11 +59,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.rst"
+PAGES = [README, *sorted((REPO / "docs").glob("*.rst"))]  # every page whose examples are run
 WHEELS = REPO / ".envs" / "wheelhouse"  # made by make test (the Makefile's WHEELHOUSE)
 TIMEOUT = 300  # seconds for one block (an install builds a wheel)
 NOT_RUN = {"make test", "make bench", "make lint"}  # the test suite itself; minutes of benchmarks
 COMMAND_WORDS = ("eventtracking", "python", "python3", "pip", "make", "git", ".venv/", "curl", "gunicorn")
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z0-9_]{1,}\b|<[^<>]+>")  # DIR, KEY, URL, FILE, <git host>...
+NOT_RUN_MARK = re.compile(r"^\.\. not run:\s*(.*?)\s*$")
 PYTHON_STATEMENT = re.compile(r"^(import |from \S+ import |[A-Za-z_][\w.]* = |>>> |def |class )")
 WRITE_KEY_VARIABLES = ("SEGMENT_WRITE_KEY", "EVENTTRACKING_WRITE_KEY", "EVENTTRACKING_COLLECTOR_WRITE_KEY")
 
@@ -64,15 +73,33 @@ WRITE_KEY_VARIABLES = ("SEGMENT_WRITE_KEY", "EVENTTRACKING_WRITE_KEY", "EVENTTRA
 @dataclass
 class Block:
     kind: str  # "python", "console", "text", or "literal" (a :: block)
-    line: int  # where its content starts in README.rst (1-based)
+    line: int  # where its content starts in its page (1-based)
     text: str
+    page: str = "README.rst"  # the page's path in the checkout
+    not_run: Optional[str] = None  # a literal block's ``.. not run:`` reason
 
     def __str__(self) -> str:
-        return f"README.rst:{self.line} ({self.kind} block)"
+        return f"{self.page}:{self.line} ({self.kind} block)"
 
 
-def parse_blocks(source: str) -> List[Block]:
-    """The README's code blocks, in order."""
+def paragraph_start(lines: List[str], index: int) -> int:
+    """The first line of the paragraph that holds ``lines[index]``."""
+    while index > 0 and lines[index - 1].strip():
+        index -= 1
+    return index
+
+
+def not_run_reason(lines: List[str], literal_line: int) -> Optional[str]:
+    """The reason of a ``.. not run:`` comment just above the paragraph ending on ``literal_line``."""
+    above = paragraph_start(lines, literal_line) - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    mark = NOT_RUN_MARK.match(lines[above].strip()) if above >= 0 else None
+    return mark.group(1) if mark else None
+
+
+def parse_blocks(source: str, page: str = "README.rst") -> List[Block]:
+    """A page's code blocks, in order."""
     lines = source.splitlines()
     blocks: List[Block] = []
     index = 0
@@ -85,6 +112,7 @@ def parse_blocks(source: str) -> List[Block]:
             continue
         indent = len(line) - len(line.lstrip())
         kind = directive.group(2) if directive else "literal"
+        reason = None if directive else not_run_reason(lines, index)
         index += 1
         while index < len(lines) and re.match(r"^\s+:\w[\w-]*:", lines[index]):  # directive options
             index += 1
@@ -98,15 +126,22 @@ def parse_blocks(source: str) -> List[Block]:
             index += 1
         text = textwrap.dedent("\n".join(content)).strip("\n")
         if text:
-            blocks.append(Block(kind, start + next(i for i, c in enumerate(content) if c.strip()) - 1, text))
+            line = start + next(i for i, c in enumerate(content) if c.strip()) - 1
+            blocks.append(Block(kind, line, text, page, reason))
     return blocks
 
 
-BLOCKS = parse_blocks(README.read_text(encoding="utf-8"))
+def page_name(path: Path) -> str:
+    return path.relative_to(REPO).as_posix()
+
+
+BLOCKS = [
+    block for path in PAGES for block in parse_blocks(path.read_text(encoding="utf-8"), page_name(path))
+]
 
 
 def block_id(block: Block) -> str:
-    return f"line{block.line}"
+    return f"{block.page}:line{block.line}"
 
 
 # -- the scratch copy ----------------------------------------------------------------------------
@@ -196,7 +231,7 @@ _close(_loader.load(EVENT_TRACKING_BACKENDS))
 
 def expected_output_of(block: Block) -> Optional[str]:
     following = BLOCKS.index(block) + 1
-    if following < len(BLOCKS) and BLOCKS[following].kind == "text":
+    if following < len(BLOCKS) and BLOCKS[following].kind == "text" and BLOCKS[following].page == block.page:
         return BLOCKS[following].text
     return None
 
@@ -291,7 +326,20 @@ def hidden_examples(block: Block) -> List[str]:
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "literal"], ids=block_id)
 def test_literal_blocks_hide_no_runnable_example(block: Block):
-    assert hidden_examples(block) == [], str(block)
+    if block.not_run is None:
+        assert hidden_examples(block) == [], str(block)
+        return
+    assert block.not_run, f"{block}: `.. not run:` says why the block cannot run here"
+    if any(PYTHON_STATEMENT.match(line.strip()) for line in block.text.splitlines()):
+        compile(block.text, str(block), "exec")  # a SyntaxError fails the test
+
+
+def test_a_not_run_comment_marks_the_literal_block_below_it():
+    page = "Text.\n\n.. not run: needs a branch\n\nThe client::\n\n    import analytics\n\n"
+    page += "After::\n\n    x = 1\n"
+    first, second = parse_blocks(page)
+    assert (first.not_run, second.not_run) == ("needs a branch", None)
+    assert parse_blocks(".. not run: later\n\n::\n\n    import os\n")[0].not_run == "later"
 
 
 def test_the_literal_block_rule_tells_examples_from_synopses():
@@ -335,19 +383,16 @@ def bench_scripts() -> List[str]:
 
 
 def figures_block(script: str) -> Block:
-    """The literal block whose introducing paragraph names ``benchmarks/SCRIPT``."""
-    lines = README.read_text(encoding="utf-8").splitlines()
+    """The literal block (of any page) whose introducing paragraph names ``benchmarks/SCRIPT``."""
     found = []
     for block in (b for b in BLOCKS if b.kind == "literal"):
+        lines = (REPO / block.page).read_text(encoding="utf-8").splitlines()
         start = block.line - 2  # the "::" line is above the blank line before the content
         while start > 0 and not lines[start].rstrip().endswith("::"):
             start -= 1
-        paragraph_start = start
-        while paragraph_start > 0 and lines[paragraph_start - 1].strip():
-            paragraph_start -= 1
-        if f"benchmarks/{script}" in " ".join(lines[paragraph_start : start + 1]):
+        if f"benchmarks/{script}" in " ".join(lines[paragraph_start(lines, start) : start + 1]):
             found.append(block)
-    assert len(found) == 1, f"README.rst should show the figures of benchmarks/{script} in one :: block"
+    assert len(found) == 1, f"the docs should show the figures of benchmarks/{script} in one :: block"
     return found[0]
 
 
@@ -373,7 +418,13 @@ def test_the_readme_has_examples_of_each_kind():
     texts = [b for b in BLOCKS if b.kind == "text"]
     for block in texts:
         previous = BLOCKS[BLOCKS.index(block) - 1]
-        assert previous.kind == "python", f"{block} follows no python block: whose output is it?"
+        assert previous.kind == "python" and previous.page == block.page, (
+            f"{block} follows no python block: whose output is it?"
+        )
+
+
+def test_every_page_of_the_docs_is_read():
+    assert {page_name(path) for path in PAGES} >= {"README.rst", "docs/index.rst", "docs/benchmarks.rst"}
 
 
 def test_the_matching_rules():
@@ -383,3 +434,123 @@ def test_the_matching_rules():
     assert missing_lines("elapsed ... lines/s)\nreplay summary", output) == ["replay summary"]  # in order
     assert missing_lines("lines read 31 in 1 input", output) == ["lines read 31 in 1 input"]
     assert expected_status("...\nexit status 1: 2 lines unreadable") == 1 and expected_status("ok") == 0
+
+
+# -- the operations page -------------------------------------------------------------------------
+
+
+def package_loggers() -> List[str]:
+    """The name of every logger the package makes for itself: one per module, named after it."""
+    names = []
+    for path in sorted((REPO / "eventtracking").rglob("*.py")):
+        if re.search(r"\b(getLogger|get_task_logger)\(__name__\)", path.read_text(encoding="utf-8")):
+            module = path.relative_to(REPO).with_suffix("").as_posix().replace("/", ".")
+            names.append(module.removesuffix(".__init__"))
+    return names
+
+
+def test_the_operations_page_names_every_logger():
+    page = (REPO / "docs" / "operations.rst").read_text(encoding="utf-8")
+    loggers = package_loggers()
+    assert "eventtracking.backends.segment" in loggers and "eventtracking.tasks" in loggers
+    assert [name for name in loggers if f"``{name}``" not in page] == []
+
+
+LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+ANY = "\0"  # in a logged message: one of its arguments (a %s, %d... of its format)
+OMITTED = "\1"  # in a quoted line: ``...``, a part left out (any text, the code's included)
+VALUE = "\2"  # in a quoted line: an UPPERCASE placeholder (N, DIR, NAME): one of the arguments
+
+
+def logged_messages() -> List[str]:
+    """Every message the package logs with some text of its own: its format, arguments made ANY."""
+    messages = []
+    for path in sorted((REPO / "eventtracking").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            # DropWarning.dropped(log, message, ...) logs its second argument
+            argument = node.args[1:2] if name == "dropped" else node.args[:1] if name in LOG_METHODS else []
+            for text in map(string_of, argument):
+                message = re.sub(r"%[-#0-9.]*[sdrfi]", ANY, text or "")
+                if len(message.replace(ANY, "").strip()) >= 8:  # not "%s %s": that says nothing
+                    messages.append(message)
+    return messages
+
+
+def string_of(node: ast.AST) -> Optional[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(part.value if isinstance(part, ast.Constant) else ANY for part in node.values)
+    return None
+
+
+def could_be_the_same(quoted: str, logged: str) -> bool:
+    """Whether the quoted line (an :func:`as_pattern`) can be a line the ``logged`` message makes.
+
+    An argument of the message (ANY) stands for a value of the quote: any text holding at most
+    one placeholder (VALUE) or left-out part (OMITTED), and no ``": "`` (a value is not a clause).
+    A left-out part of the quote (OMITTED) stands for any text of the message.
+    """
+
+    @functools.cache
+    def match(i: int, j: int, holes: int) -> bool:  # holes: VALUE/OMITTED taken by the current ANY
+        if i == len(quoted) and j == len(logged):
+            return True
+        if j < len(logged) and logged[j] == ANY:
+            if match(i, j + 1, 0):  # the argument ends here
+                return True
+            if i < len(quoted) and not quoted.startswith(": ", i):  # it takes one more character
+                hole = quoted[i] in (VALUE, OMITTED)
+                if holes + hole <= 1 and match(i + 1, j, holes + hole):
+                    return True
+        if i < len(quoted) and quoted[i] == OMITTED:
+            if match(i + 1, j, 0) or (j < len(logged) and match(i, j + 1, 0)):
+                return True
+        return i < len(quoted) and j < len(logged) and quoted[i] == logged[j] and match(i + 1, j + 1, 0)
+
+    return match(0, 0, 0)
+
+
+def documented_messages() -> List[str]:
+    """The log lines quoted in the terms of the operations page's warnings section."""
+    page = (REPO / "docs" / "operations.rst").read_text(encoding="utf-8")
+    section = page[page.index("What each warning means") :]
+    terms = [line for line in section.splitlines() if line and not line[0].isspace()]
+    return [quoted for term in terms for quoted in re.findall(r"``(.+?)``", term)]
+
+
+def as_pattern(quoted: str) -> str:
+    """A quoted log line as a pattern: ``...`` is OMITTED, UPPERCASE placeholders (N, DIR) VALUE."""
+    return re.sub(r"\b[A-Z][A-Z_]*\b", VALUE, quoted.replace("...", OMITTED))
+
+
+def test_each_warning_the_operations_page_explains_is_one_the_code_logs():
+    messages = logged_messages()
+    quoted = documented_messages()
+    assert len(quoted) > 30 and len(messages) > 50
+    unknown = []
+    for line in quoted:
+        pattern = as_pattern(line)
+        words = re.findall(r"[A-Za-z_]{5,}", pattern)
+        candidates = [message for message in messages if any(word in message for word in words)]
+        if not any(could_be_the_same(pattern, message) for message in candidates):
+            unknown.append(line)
+    assert unknown == [], "docs/operations.rst quotes log lines the code does not log (reworded?)"
+
+
+def test_the_log_line_patterns():
+    def same(quoted: str, logged: str) -> bool:
+        return could_be_the_same(as_pattern(quoted), logged.replace("%s", ANY))
+
+    assert not same("buffer full (N bytes)", "%s: cannot start its thread: %s")  # N is one value
+    assert not same("spool DIR: cannot wrote acked: ...", "spool %s: cannot read part %s: %s")
+    assert same("dropped N messages: gave_up (DETAIL)", "dropped %s %s: %s%s")
+    assert same("spool DIR: cannot write acked: ...", "spool %s: cannot write %s: %s")
+    assert not same("spool DIR: cannot read part", "spool: cannot delete %s: %s")
+    full = "buffer full (%s bytes): dropped %s events since the last warning"
+    assert not same("buffer full (N bytes): dropped N events", full)  # the end of a line is quoted too
+    assert same("buffer full (N bytes): dropped N events ...", full)
+    assert not same("flush timed out", "flush timed out after %ss")

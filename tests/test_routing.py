@@ -119,8 +119,7 @@ def test_failing_processor_is_logged_and_skipped_as_in_the_original(caplog):
     assert len(later_calls) == 1
     records = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(records) == 1
-    assert "Failed to execute processor" in records[0].getMessage()
-    assert "test.event" in records[0].getMessage()
+    assert records[0].getMessage() == f"Failed to execute processor: {broken}"  # the original's
     assert isinstance(records[0].exc_info[1], KeyError)
 
 

@@ -108,15 +108,17 @@ class RoutingBackend:
         package: the constructor registers its backends sorted by name, later ones follow.
         """
         if not callable(getattr(backend, "send", None)):
+            # The original's message (the class name) first: callers match it; detail follows.
             raise ValueError(
-                f'Backend {name!r} ({type(backend).__name__}) does not have a callable "send" method.'
+                f'Backend {type(backend).__name__} does not have a callable "send" method.'
+                f" (registered as {name!r})"
             )
         self.backends[name] = backend
 
     def register_processor(self, processor: Processor) -> None:
         """Append `processor` to the chain; processors run in registration order."""
         if not callable(processor):
-            raise ValueError(f"Processor {processor!r} ({type(processor).__name__}) is not callable.")
+            raise ValueError(f"Processor {type(processor).__name__} is not callable. ({processor!r})")
         self.processors.append(processor)
 
     def send(self, event: Any) -> None:
@@ -178,7 +180,8 @@ class RoutingBackend:
                         "Filter %r failed on event %r: the event is dropped", processor, event_name(event)
                     )
                     raise EventEmissionExit() from None
-                LOG.exception("Failed to execute processor %r on event %r", processor, event_name(event))
+                # The original's call (message and argument): tests across Open edX mock the logger.
+                LOG.exception("Failed to execute processor: %s", str(processor))
                 continue
             if modified is not None:
                 event = modified
@@ -226,18 +229,18 @@ class RoutingBackend:
                     send(isolated_copy(event))
             except NoTransformerImplemented as error:
                 LOG.info(
-                    '[send_to_backends] No transformer has been implemented for edx event "%s", [%r]',
+                    '[send_to_backends] No transformer has been implemented for edx event "%s", [%s]',
                     event_name(event),
-                    error,
+                    repr(error),
                 )
             except NoBackendEnabled as error:
                 LOG.info(
                     '[send_to_backends] Failed to send edx event "%s" to "%s" backend. "%s" backend has'
-                    " not been enabled, [%r]",
+                    " not been enabled, [%s]",
                     event_name(event),
                     name,
                     name,
-                    error,
+                    repr(error),
                 )
             except Exception:
                 LOG.exception('Unable to send edx event "%s" to backend: %s', event_name(event), name)

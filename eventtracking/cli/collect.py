@@ -8,6 +8,7 @@ with another ``--host``; then a loud warning goes to stderr.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sqlite3
@@ -15,7 +16,7 @@ import sys
 import threading
 from typing import Any
 
-from eventtracking.cli.args import add_db, add_write_key, on_signals, write_key
+from eventtracking.cli.args import add_db, add_write_key, listen_address, on_signals, port_number, write_key
 from eventtracking.collector import Collector
 from eventtracking.collector.server import is_loopback, remote_warning
 from eventtracking.wording import plural
@@ -32,6 +33,7 @@ def add_parser(subparsers: Any) -> None:
     collect.add_argument(
         "--host",
         default="127.0.0.1",
+        type=listen_address,
         metavar="ADDRESS",
         help="address to bind (default: 127.0.0.1); one that is not loopback needs --allow-remote",
     )
@@ -42,18 +44,23 @@ def add_parser(subparsers: Any) -> None:
         "unless a write key is set)",
     )
     collect.add_argument(
-        "--port", type=int, default=0, metavar="PORT", help="port to bind; 0 picks a free one (default)"
+        "--port",
+        type=port_number,
+        default=0,
+        metavar="PORT",
+        help="port to bind, 0 to 65535; 0 picks a free one (default)",
     )
     add_db(collect, "the collector's SQLite file, to store messages in (default: in memory)")
     add_write_key(collect, "accept only requests with this write key; none given: any key")
     collect.add_argument(
         "-v", "--verbose", action="count", default=0, help="log refusals, faults (-v) and requests (-vv)"
     )
-    collect.set_defaults(run=run)
+    collect.set_defaults(run=run, usage_error=collect.error)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 1 if the address cannot be bound."""
+    """Serve until SIGINT/SIGTERM; 0 on a clean stop, 2 (a usage error) for an address this
+    machine does not have, 1 if the address cannot be bound otherwise (in use, not allowed)."""
     stop_requested = threading.Event()
     restore = on_signals((signal.SIGINT, signal.SIGTERM), lambda signum, frame: stop_requested.set())
     try:
@@ -79,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             collector.start()
         except OSError as exc:
             collector.close()
+            if exc.errno == errno.EADDRNOTAVAIL:  # --host names no address of this machine
+                args.usage_error(f"argument --host: cannot listen on {args.host!r}: {exc.strerror}")
             print(f"eventtracking collect: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
             return 1
         try:

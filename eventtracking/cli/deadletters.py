@@ -144,8 +144,10 @@ def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
                     cell(message.get("messageId")),
                 ]
             )
-    if rows:
-        sys.stdout.write(table(("TIME", "REASON", "EVENT", "MESSAGE ID"), rows))
+    if not rows:  # the same words as resend's: nothing to point to --json for
+        print(f"no dead letters in {directory}")
+        return 0
+    sys.stdout.write(table(("TIME", "REASON", "EVENT", "MESSAGE ID"), rows))
     print(f"{plural(len(entries), 'dead letter')} in {directory} (the whole reason: --json)")
     return 0
 

@@ -39,6 +39,7 @@ from eventtracking.segment.sender import Sender
 from eventtracking.segment.spool import Spool, survey
 from eventtracking.segment.stats import Counters
 from eventtracking.segment.transport import HttpTransport
+from eventtracking.wording import plural
 
 
 def add_parser(subparsers: Any) -> None:
@@ -96,8 +97,8 @@ def show_status(directory: str, *, as_json: bool = False) -> int:
         name, pid, state, size = part["name"], part["pid"], part["state"], part["disk_bytes"]
         print(f"{name}  pid {pid}  {state}  pending {pending}  {size} bytes")
     left = sum(part.get("pending", 0) for part in parts)
-    plural = "" if len(parts) == 1 else "s"
-    print(f"{len(parts)} part{plural} in {directory}; {left} messages left by processes that are gone")
+    gone = f"{plural(left, 'message')} left by processes that are gone"
+    print(f"{plural(len(parts), 'part')} in {directory}; {gone}")
     return 0
 
 
@@ -115,8 +116,9 @@ def drain_spool(directory: str, write_key: str, host: str, timeout: float) -> in
     counts = counters.snapshot()
     refused = counts["dropped"].get("refused", 0)
     summary = (
-        f"drained {directory}: {opened['recovered']} messages in {opened['adopted']} parts left by processes "
-        f"that are gone: delivered {counts['delivered']}, refused {refused} (kept as dead letters)"
+        f"drained {directory}: {plural(opened['recovered'], 'message')} in "
+        f"{plural(opened['adopted'], 'part')} left by processes that are gone: "
+        f"delivered {counts['delivered']:,}, refused {refused:,} (kept as dead letters)"
     )
     if not delivered_all:
         summary += f"; the rest was not delivered within {timeout:g} s and stays on disk"

@@ -14,7 +14,8 @@ A message request is refused whole (nothing stored) with a JSON body
 ``message`` are what Segment's own clients read) when: the write key is wrong or missing
 and one is configured (401); the body is not strict JSON, nests deeper than 254 levels, has
 no non-empty batch, holds a message that is not an object or is over 32 KB as compact JSON,
-or is over 500 KB raw or once decompressed (400); or it holds an event rejected by
+or is over 500 KB raw or once decompressed (413, the Content-Length checked before any of the
+body is read); or it holds an event rejected by
 ``faults.reject_event`` (400). Every bad input gets a 4xx, never a 500 (clients retry 5xx).
 Success is ``200 {"success": true}``.  The write key is never logged or stored.
 
@@ -28,7 +29,10 @@ Safe to leave running (the limits, each tested with its measured figure):
 * At most :data:`MAX_CONNECTIONS` connections at once (more are answered 503 and closed at
   once, without a thread); per request at most :data:`MAX_HEAD_BYTES` of request line and
   headers and :data:`MAX_BODY_BYTES` of body are read (a longer body is refused unread and
-  the connection closed), a gzip body of at most :data:`MAX_GZIP_MEMBERS` members inflates to
+  the connection closed with a lingering close: the answer is sent, the sending side shut, and
+  what the client still sends is read and discarded for at most :data:`LINGER_SECONDS` and
+  :data:`LINGER_BYTES`, so that the client can read the answer instead of a connection reset),
+  a gzip body of at most :data:`MAX_GZIP_MEMBERS` members inflates to
   at most 500 KB, and ``/v1/received`` answers at most :data:`MAX_RECEIVED_LIMIT` messages.
 * A connection must deliver each complete request within ``idle_timeout`` seconds of opening
   or of the previous answer (a total deadline, not a per-read timeout): a trickling client
@@ -69,6 +73,10 @@ MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BODY_BYTES = 500 * 1024  # raw, and once decompressed
 MAX_HEAD_BYTES = 128 * 1024  # request line and headers of one request (the line alone: 64 KiB)
 MAX_CONNECTIONS = 32
+# A connection refused mid-request is drained this long, and of at most this much, before it
+# is closed: closing with unread bytes would reset it and lose the answer for the client.
+LINGER_SECONDS = 5.0
+LINGER_BYTES = 8 * 1024 * 1024
 MAX_GZIP_MEMBERS = 16  # a client sends one; many tiny members would make inflating quadratic
 MAX_JSON_DEPTH = 254  # what orjson can encode back; deeper valid JSON is refused with a 400
 DEFAULT_RECEIVED_LIMIT = 1000
@@ -149,7 +157,7 @@ def decode_body(raw: bytes, content_encoding: str) -> bytes:
         raise Refusal(415, "unsupported_encoding", f"unsupported Content-Encoding {encoding[:40]!r}")
     if len(body) > MAX_BODY_BYTES:
         raise Refusal(
-            400,
+            413,
             "body_too_large",
             f"request body is over {MAX_BODY_BYTES} bytes (500 KB) once decompressed",
         )
@@ -388,7 +396,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
         if length < 0:
             raise Refusal(400, "invalid_request", "bad Content-Length", close=True)
         if length > MAX_BODY_BYTES:
-            raise Refusal(400, "body_too_large", _TOO_LARGE, close=True)
+            raise Refusal(413, "body_too_large", _TOO_LARGE, close=True)
         raw = self.rfile.read(length)
         return raw if len(raw) == length else None
 
@@ -417,7 +425,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
                     pass
                 return bytes(body)
             if size < 0 or len(body) + size > MAX_BODY_BYTES:
-                raise Refusal(400, "body_too_large", _TOO_LARGE, close=True)
+                raise Refusal(413, "body_too_large", _TOO_LARGE, close=True)
             chunk = self.rfile.read(size)
             if len(chunk) < size:
                 return None
@@ -486,6 +494,30 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         headers = [("WWW-Authenticate", 'Basic realm="segment"')] if refusal.status == 401 else []
         self._send_json(refusal.status, _error_body(refusal.code, refusal.reason), headers)
+        if refusal.close:
+            self._linger()
+
+    def _linger(self) -> None:
+        """A lingering close: the answer is out; shut the sending side and read and discard what
+        the client still sends (a body refused unread) until it stops, for at most
+        LINGER_SECONDS and LINGER_BYTES. Closing at once, with unread bytes, would reset the
+        connection, and a client still sending would never read the answer (and retry)."""
+        sock = self.connection
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_WR)  # the plain socket's (see shut_down)
+            deadline = time.monotonic() + LINGER_SECONDS
+            left = LINGER_BYTES
+            while left > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                sock.settimeout(remaining)
+                data = sock.recv(min(left, 256 * 1024))
+                if not data:
+                    break  # the client closed its side: it has read the answer
+                left -= len(data)
+        except OSError:  # reset, timed out or cut off by the request's deadline: done either way
+            pass
 
     def _send_json(self, status: int, payload: bytes, headers: Iterable[Tuple[str, str]] = ()) -> None:
         self.send_response(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Iterable
 
@@ -10,6 +11,8 @@ from eventtracking.processors.filtering import EventFilter, name_of
 
 ALLOWLIST = "allowlist"
 BLOCKLIST = "blocklist"
+
+logger = logging.getLogger(__name__)
 
 
 class RegexFilter(EventFilter):
@@ -36,6 +39,11 @@ class RegexFilter(EventFilter):
         self, filter_type: str = ALLOWLIST, regular_expressions: Iterable[str] | None = None
     ) -> None:
         if filter_type not in (ALLOWLIST, BLOCKLIST):
+            # The original's log call, preformatted: tests across Open edX assert it.
+            logger.error(
+                f"Unsupported filter type {filter_type} is set. "
+                f"Allowed types are only {ALLOWLIST} and {BLOCKLIST}."
+            )
             raise ImproperlyConfigured(
                 f"Invalid filter type is configured: RegexFilter filter_type must be {ALLOWLIST!r} or "
                 f"{BLOCKLIST!r}, got {filter_type!r}"
@@ -47,16 +55,22 @@ class RegexFilter(EventFilter):
             )
         self.filter_type = filter_type
         self.regular_expressions = list(regular_expressions or [])
-        self.compiled_expressions = [self._compile(pattern) for pattern in self.regular_expressions]
-
-    @staticmethod
-    def _compile(pattern: str) -> re.Pattern:
-        try:
-            return re.compile(pattern)
-        except (re.error, TypeError) as error:
-            raise ImproperlyConfigured(
-                f"Invalid Regular Expressions are configured: {pattern!r}: {error}"
-            ) from error
+        self.compiled_expressions: list[re.Pattern] = []
+        invalid: list[tuple[Any, Exception]] = []
+        for pattern in self.regular_expressions:
+            try:
+                self.compiled_expressions.append(re.compile(pattern))
+            except (re.error, TypeError) as error:
+                invalid.append((pattern, error))
+        if invalid:
+            # The original's log call and message first (its text, "configured" and "for" run
+            # together, kept: tests across Open edX assert it), then each pattern's error.
+            logger.error(
+                "The following invalid regular expressions are configured"
+                f'for setting "ASYNC_ROUTING_BACKENDS_FILTERS": {[pattern for pattern, _ in invalid]}'
+            )
+            reasons = "; ".join(f"{pattern!r}: {error}" for pattern, error in invalid)
+            raise ImproperlyConfigured(f"Invalid Regular Expressions are configured. {reasons}")
 
     def matches(self, name: Any) -> bool:
         """Return whether `name` matches any configured expression (non-strings never match)."""
