@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 
 import orjson
-import urllib3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -36,6 +35,7 @@ from measuring import (  # noqa: E402  (kept importable from here: the other ben
     measure,
     median_row,
     openedx_event,
+    post_ready_batches,
     received,
     spread,
     verdict,
@@ -85,9 +85,6 @@ def run_routed(url: str, events: list[dict]) -> dict:
 
 def run_limit(url: str, events: list[dict]) -> dict:
     """Serialize each message once on the caller's thread, post 500-message batches."""
-    pool = urllib3.connection_from_url(url, maxsize=1)
-    headers = urllib3.make_headers(basic_auth=WRITE_KEY + ":")
-    headers["Content-Type"] = "application/json"
     ids = iter(range(1, len(events) + 1))
     encoded: list[bytes] = []
 
@@ -97,22 +94,8 @@ def run_limit(url: str, events: list[dict]) -> dict:
         # right-sized, as SegmentBackend holds them (orjson's own output has a power-of-two capacity)
         encoded.append(b"".join((orjson.dumps(message, option=orjson.OPT_NAIVE_UTC), b"")))
 
-    def post(batch: list[bytes]) -> None:
-        body = b'{"batch":[' + b",".join(batch) + b'],"sentAt":"2026-11-26T12:00:00Z"}'
-        answer = pool.urlopen("POST", "/v1/batch", body=body, headers=headers, retries=False)
-        if answer.status != 200:
-            raise RuntimeError(f"limit batch refused: {answer.status} {answer.data[:200]!r}")
-
     def post_batches() -> None:
-        batch: list[bytes] = []
-        size = 0
-        for item in encoded:
-            if len(batch) == 500 or size + len(item) > 500 * 1024 - 128:
-                post(batch)
-                batch, size = [], 0
-            batch.append(item)
-            size += len(item) + 1
-        post(batch)
+        post_ready_batches(url, WRITE_KEY, encoded)
 
     return measure("limit (orjson + ready batches)", url, events, serialize, post_batches)
 

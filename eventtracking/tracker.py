@@ -17,9 +17,9 @@ Best practices (as in Open edX event-tracking):
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import ContextDecorator
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 from eventtracking.backends.routing import Processor, RoutingBackend
 from eventtracking.locator import DefaultContextLocator
@@ -102,8 +102,12 @@ class Tracker:
         Return a new dict merging all entered contexts; later contexts override
         the keys of earlier ones.
         """
+        contexts = self.located_context.values()
+        if len(contexts) == 1:  # a request's one context, the common case: one C-level copy
+            for ctx in contexts:
+                return dict(ctx)
         merged: dict[str, Any] = {}
-        for ctx in self.located_context.values():
+        for ctx in contexts:
             merged.update(ctx)
         return merged
 
@@ -121,25 +125,42 @@ class Tracker:
         """Exit the context `name`. Raises ``KeyError`` if it was not entered."""
         del self.located_context[name]
 
-    @contextmanager
-    def context(self, name: Any, ctx: Mapping[str, Any]) -> Iterator[None]:
+    def context(self, name: Any, ctx: Mapping[str, Any]) -> ContextDecorator:
         """
-        Apply context `name` for the duration of the ``with`` block.
+        Apply context `name` for the duration of the ``with`` block (or of each call of a
+        function it decorates, as the original's ``contextmanager`` allowed).
 
         The context is exited even if the block raises. If `name` was already entered
         when the block started, its previous dict is restored on exit rather than
         removed, so nesting the same name is safe.
         """
-        located = self.located_context
-        previous = located.get(name, _MISSING)
-        self.enter_context(name, ctx)
-        try:
-            yield
-        finally:
-            if previous is _MISSING:
-                self.exit_context(name)
-            else:
-                self.located_context[name] = previous
+        return _EnteredContext(self, name, ctx)
+
+
+class _EnteredContext(ContextDecorator):
+    """``Tracker.context``: a class, which costs a request about half what a generator-based
+    ``contextmanager`` does."""
+
+    def __init__(self, tracker: Tracker, name: Any, ctx: Mapping[str, Any]) -> None:
+        self._tracker = tracker
+        self._name = name
+        self._ctx = ctx
+        self._previous: Any = _MISSING
+
+    def _recreate_cm(self) -> _EnteredContext:
+        # Each call of a decorated function enters on its own (recursion and threads included).
+        return _EnteredContext(self._tracker, self._name, self._ctx)
+
+    def __enter__(self) -> None:
+        tracker = self._tracker
+        self._previous = tracker.located_context.get(self._name, _MISSING)
+        tracker.enter_context(self._name, self._ctx)
+
+    def __exit__(self, *_exc: Any) -> None:
+        if self._previous is _MISSING:
+            self._tracker.exit_context(self._name)
+        else:
+            self._tracker.located_context[self._name] = self._previous
 
 
 def register_tracker(tracker: Tracker, name: str = DEFAULT_TRACKER_NAME) -> None:

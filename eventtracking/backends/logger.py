@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-import orjson
-
+from eventtracking import event_json
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import ImproperlyConfigured
-from eventtracking.segment.encoding import datetime_json
 
 MAX_EVENT_SIZE = 1024  # the original's default; Open edX's settings raise it to 50000
 LOG = logging.getLogger(__name__)
-
-# orjson alone, and only on what it reads without running Python code: datetimes (whose
-# tzinfo may be Python) and dataclasses are refused, and there is no default= hook.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class LoggerBackend:
@@ -39,7 +34,13 @@ class LoggerBackend:
     reported with a DEBUG message naming the event and its size. ``send`` never raises:
     any other failure is logged on this module's logger and counted in ``errors``.
     When the target logger is not enabled for `level`, events are not even encoded.
+
+    It only reads its event (:class:`~eventtracking.backends.routing.ReadsOnly`): a router
+    hands it the event without copying it, and the JSON it writes is the one the other backends
+    of the same ``send`` share (:mod:`eventtracking.event_json`).
     """
+
+    reads_only = True
 
     def __init__(
         self,
@@ -72,7 +73,7 @@ class LoggerBackend:
                     self.max_event_size,
                 )
                 return
-            self.event_logger.log(self.level, encoded.decode("utf-8"))
+            _log(self.event_logger, self.level, encoded.decode("utf-8"))
         except Exception:
             with self._lock:
                 self.errors += 1
@@ -91,24 +92,54 @@ def encode_event(event: Any) -> bytes:
     which then crashes the process). The event's own ``timestamp`` is written before orjson
     runs. Anything else orjson refuses (a datetime deeper in the event, objects, sets, integers
     beyond 64 bits, dict keys that are not strings) goes to the stdlib ``json`` module, which
-    raises instead of crashing when the event changes under it.
+    raises instead of crashing when the event changes under it. Inside a router's ``send`` the
+    orjson bytes are those the other backends share (:mod:`eventtracking.event_json`).
     """
-    try:
-        return orjson.dumps(_with_written_timestamp(event), option=_ORJSON_OPTIONS)
-    except (TypeError, orjson.JSONEncodeError):
-        text = json.dumps(_stringify_keys(event), default=_default, separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8")
+    encoded = event_json.shared(event)
+    if encoded is None:
+        encoded = event_json.dumps(event)
+    if encoded is not None:
+        return encoded
+    text = json.dumps(_stringify_keys(event), default=_default, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
 
 
-def _with_written_timestamp(event: Any) -> Any:
-    """``event`` with its datetime ``timestamp`` as a JSON fragment in UTC (a shallow copy)."""
-    if type(event) is dict:
-        stamp = event.get("timestamp")
-        if type(stamp) is datetime:
-            if stamp.tzinfo is not None and stamp.tzinfo is not timezone.utc:
-                stamp = stamp.astimezone(timezone.utc)
-            return {**event, "timestamp": datetime_json(stamp)}
-    return event
+_PLAIN_LOGGERS = (logging.Logger, logging.RootLogger)
+_LOGGER_LOG = logging.Logger.log
+_LOGGER_UNDERSCORE_LOG = logging.Logger._log
+
+
+def _log(logger: logging.Logger, level: int, text: str) -> None:
+    """``logger.log(level, text)`` for a logger enabled for `level`.
+
+    ``Logger.log`` looks for its caller by walking the stack (``findCaller``); here the caller is
+    known: this module's ``send``. So, when the logger is logging's own (not a subclass, and
+    neither ``log`` nor ``_log`` replaced), the record is made and handled as ``Logger._log``
+    does, through the logger's own ``makeRecord`` and ``handle``, with the file, line and
+    function ``findCaller`` would have found; unknown ones when the site turned caller lookup
+    off (``logging._srcfile = None``), as ``Logger._log`` then records. Anything else gets the
+    ``log`` call.
+    """
+    kind = type(logger)
+    if (
+        kind not in _PLAIN_LOGGERS
+        or kind.log is not _LOGGER_LOG
+        or kind._log is not _LOGGER_UNDERSCORE_LOG
+        or "log" in logger.__dict__
+        or "_log" in logger.__dict__
+    ):
+        logger.log(level, text)
+        return
+    if logging._srcfile:
+        caller = sys._getframe(1)
+        code = caller.f_code
+        record = logger.makeRecord(
+            logger.name, level, code.co_filename, caller.f_lineno, text, (), None, code.co_name
+        )
+    else:
+        unknown = "(unknown file)", 0, text, (), None, "(unknown function)"
+        record = logger.makeRecord(logger.name, level, *unknown)
+    logger.handle(record)
 
 
 class DateTimeJSONEncoder(json.JSONEncoder):

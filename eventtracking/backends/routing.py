@@ -7,15 +7,48 @@ import logging
 from collections import OrderedDict
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 from uuid import UUID
 
+from eventtracking import event_json
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import EventEmissionExit, NoBackendEnabled, NoTransformerImplemented
 
 LOG = logging.getLogger(__name__)
 
 Processor = Callable[[Any], Any]
+
+
+class ReadsOnly(Protocol):
+    """A backend or processor that never changes the event it is called with, nor anything in
+    it, and keeps no reference into it once its call returns (it encodes what it needs before).
+
+    The router then hands it the event without copying it. Only a class that sets
+    ``reads_only`` in its own body is taken at its word (a subclass that does not restate it
+    gets copies), and not when ``send`` was replaced on the instance (a test's recorder keeps
+    the events it is given).
+    """
+
+    @property
+    def reads_only(self) -> bool: ...
+
+
+def reads_only(component: Any) -> bool:
+    """Whether `component` (a backend or processor) only reads its event: see :class:`ReadsOnly`."""
+    declared = _DECLARED.get(type(component))
+    if declared is None:
+        declared = "reads_only" in type(component).__dict__
+        if len(_DECLARED) < 256:  # bounded: classes made at run time (mocks) must not pile up
+            _DECLARED[type(component)] = declared
+    if not declared or "send" in getattr(component, "__dict__", ()):
+        return False
+    try:
+        return component.reads_only is True
+    except Exception:  # a declaration that fails to answer is no promise
+        return False
+
+
+_DECLARED: dict[type, bool] = {}  # class -> whether its own body sets reads_only
 
 
 class RoutingBackend:
@@ -34,12 +67,16 @@ class RoutingBackend:
        because a filter's failure must never let an event through.
 
     2) Backends are called one after the other in ascending order of their names. Each
-       backend receives its own deep copy of the processed event, so one backend
-       mutating its event cannot affect another. An exception raised by a backend is
-       logged and swallowed, and the remaining backends still run.
+       backend that may change its event receives its own deep copy of the processed event,
+       so one backend mutating its event cannot affect another. A backend or processor that
+       declares it only reads (:class:`ReadsOnly`: our ``LoggerBackend``, ``SegmentBackend``
+       in owned mode, the whitelist and regex filters) is given the event without a copy,
+       which it never changes nor keeps. An exception raised by a backend is logged and
+       swallowed, and the remaining backends still run.
 
-    ``send`` never raises. It also never mutates the event it is given: processors
-    work on a private copy.
+    ``send`` never raises. It also never mutates the event it is given: processors that may
+    change it work on a private copy. Inside ``send`` the event's JSON is encoded once for the
+    backends that write it whole (:mod:`eventtracking.event_json`).
 
     `backends` maps sortable names to objects with a callable ``send(event)``;
     `processors` is an iterable of callables. A ``RoutingBackend`` is itself a
@@ -90,7 +127,14 @@ class RoutingBackend:
 
         Never raises: see the class docstring for what happens to failures.
         """
-        self._route(isolated_copy(event))
+        prior = event_json.pin(event)
+        try:
+            if type(self) is RoutingBackend:
+                self._route_shared(event)
+            else:  # a subclass may process or route in ways of its own: it gets its copy
+                self._route(isolated_copy(event))
+        finally:
+            event_json.unpin(prior)
 
     def _route(self, event: Any) -> None:
         """``send`` for an event this router owns: no one else holds it, so no copy is
@@ -100,6 +144,20 @@ class RoutingBackend:
         except EventEmissionExit:
             return
         self.send_to_backends(processed)
+
+    def _route_shared(self, event: Any) -> None:
+        """``send`` for an event others hold (the caller, other branches): it is copied only
+        if a processor may change it; otherwise it goes on as it is, still not this router's."""
+        if self.processors:
+            for processor in self.processors:
+                if not reads_only(processor):
+                    self._route(isolated_copy(event))
+                    return
+            try:
+                event = self.process_event(event)
+            except EventEmissionExit:
+                return
+        self._send_to_backends(event, owned=False)
 
     def process_event(self, event: Any) -> Any:
         """
@@ -131,29 +189,44 @@ class RoutingBackend:
 
     def send_to_backends(self, event: Any) -> None:
         """
-        Send `event` to every backend in registration order, each getting its own copy.
+        Send `event` to every backend in registration order; each that may change it gets its
+        own copy.
 
         The last backend receives `event` itself, which is safe because every earlier
         backend was given a copy taken before it ran; so `event` must be owned by this
-        router (``send`` guarantees that). A nested plain ``RoutingBackend`` is handed its
-        copy as its own, so it does not copy again; a subclass that overrides ``send()``
+        router (``send`` guarantees that). A backend that only reads (:class:`ReadsOnly`)
+        is given `event` itself. A nested plain ``RoutingBackend`` is handed its copy as its
+        own, so it does not copy again; a subclass that overrides ``send()``
         (``AsyncRoutingBackend``, ``EventBusRoutingBackend``...) is called through its
         ``send()``. Logs and swallows backend exceptions: ``NoTransformerImplemented`` and
         ``NoBackendEnabled`` (a backend saying the event is not for it) at info level, with
         the original's messages, anything else as an error.
         """
-        names = list(self.backends)
-        for index, name in enumerate(names):
-            backend = self.backends[name]
+        self._send_to_backends(event, owned=True)
+
+    def _send_to_backends(self, event: Any, owned: bool) -> None:
+        """``send_to_backends``; `owned` False: `event` is not this router's to give away, so
+        every backend but those that only read gets a copy, the last one too."""
+        backends = list(self.backends.items())
+        last = len(backends) - 1
+        for index, (name, backend) in enumerate(backends):
             try:
-                payload = event if index == len(names) - 1 else isolated_copy(event)
                 send = backend.send
+                give = owned and index == last  # the event itself may go to the last backend
                 if getattr(send, "__func__", None) is _PLAIN_SEND:
-                    # A plain router (its send() not overridden by a subclass nor patched on
-                    # the instance) takes the copy as its own instead of copying it again.
-                    backend._route(payload)
+                    # A router (its send() not overridden by a subclass nor patched on the
+                    # instance) takes the copy as its own instead of copying it again, and a
+                    # plain one takes a shared event and copies only if it must.
+                    if give:
+                        backend._route(event)
+                    elif type(backend) is RoutingBackend:
+                        backend._route_shared(event)
+                    else:
+                        backend._route(isolated_copy(event))
+                elif give or reads_only(backend):
+                    send(event)
                 else:
-                    send(payload)
+                    send(isolated_copy(event))
             except NoTransformerImplemented as error:
                 LOG.info(
                     '[send_to_backends] No transformer has been implemented for edx event "%s", [%s]',

@@ -26,7 +26,9 @@ import secrets
 import threading
 from typing import Any, Optional
 
-from eventtracking import background
+import orjson
+
+from eventtracking import background, event_json
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
 from eventtracking.segment.buffer import open_buffer
@@ -197,6 +199,13 @@ class SegmentBackend:
         mode = f"owned, {self._sender.transport!r}" if self._sender else "drop-in"
         return f"<SegmentBackend {mode}>"
 
+    @property
+    def reads_only(self) -> bool:
+        """Owned mode only reads its event (:class:`~eventtracking.backends.routing.ReadsOnly`):
+        ``send`` encodes it before returning. The drop-in mode hands it to the global client,
+        which keeps it until its thread encodes it, so a router gives that mode a copy."""
+        return self._sender is not None
+
     # -- the caller's thread -----------------------------------------------------------------
 
     def send(self, event: Any, message_id: Optional[str] = None) -> None:
@@ -212,8 +221,15 @@ class SegmentBackend:
             if self._sender is None:
                 self._send_to_client(message)
                 return
+            properties = message["properties"]
+            # The event as the other backends of this routing pass write it (the tracking log),
+            # encoded once for all of them; spliced in as it is.
+            shared = event_json.shared(event) if properties is event else None
+            if shared is not None:
+                message["properties"] = orjson.Fragment(shared)
             data = encode(message)  # right-sized bytes: held in the buffer as they are
             if len(data) > MAX_MESSAGE_BYTES:
+                message["properties"] = properties
                 data = self._fit(message, len(data))
             if self._worker.thread is None and not self._worker.ensure_started():
                 raise SkipEvent("closed")

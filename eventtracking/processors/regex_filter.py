@@ -33,6 +33,8 @@ class RegexFilter(EventFilter):
     instead of silently filtering everything.
     """
 
+    reads_only = True  # it never changes nor keeps the event: routers need not copy it
+
     def __init__(
         self, filter_type: str = ALLOWLIST, regular_expressions: Iterable[str] | None = None
     ) -> None:

@@ -27,6 +27,8 @@ class NameWhitelistProcessor(EventFilter):
     as in the original package, so existing settings keep loading.
     """
 
+    reads_only = True  # it never changes nor keeps the event: routers need not copy it
+
     def __init__(self, whitelist: Iterable[str] | None = None, **_kwargs: Any) -> None:
         if whitelist is None or isinstance(whitelist, (str, bytes)):
             raise TypeError(f"{_MESSAGE}, got {whitelist!r}")

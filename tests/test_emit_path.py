@@ -1,0 +1,395 @@
+"""The LMS's emit() path (issue 19): a tracking log through ``logging`` and a whitelist in front of
+SegmentBackend (owned mode, to the real collector), with the event shared instead of copied and
+encoded once. What must still hold: each backend sees an event no other branch changed, no
+Python code runs inside orjson, nothing is lost, and the log's lines carry the same values."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime, timedelta, timezone, tzinfo
+
+import orjson
+import pytest
+
+from eventtracking import event_json
+from eventtracking.backends import logger as logger_module
+from eventtracking.backends.logger import DateTimeJSONEncoder, LoggerBackend
+from eventtracking.backends.routing import RoutingBackend, reads_only
+from eventtracking.backends.segment import SegmentBackend
+from eventtracking.processors.whitelist import NameWhitelistProcessor
+from eventtracking.segment.encoding import encode
+from eventtracking.segment.mapping import to_track_message
+from eventtracking.tracker import Tracker
+
+LOG_NAME = "tests.emit_path.tracking"
+WHITELIST = ["edx.course.enrollment.activated"]
+
+
+class Lines(logging.Handler):
+    """The site's handler: keeps each formatted line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def tracking_log():
+    log = logging.getLogger(LOG_NAME)
+    handler = Lines()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    yield handler
+    log.removeHandler(handler)
+
+
+def lms_backends(url: str, **extra) -> tuple[dict, SegmentBackend]:
+    segment = SegmentBackend(write_key="test-key", host=url, flush_interval=0.05)
+    backends = {
+        "tracking_logs": RoutingBackend(
+            backends={"logger": LoggerBackend(name=LOG_NAME, max_event_size=50000)}
+        ),
+        "segmentio": RoutingBackend(
+            backends={"segment": segment}, processors=[NameWhitelistProcessor(whitelist=WHITELIST)]
+        ),
+        **extra,
+    }
+    return backends, segment
+
+
+def request_context(i: int) -> dict:
+    return {
+        "user_id": 1000 + i,
+        "username": f"learner{i}",
+        "course_id": "course-v1:edX+DemoX+2026",
+        "ip": "203.0.113.42",
+        "host": "courses.example.org",
+        "path": "/courses/x/courseware/",
+        "module": {
+            "display_name": "Introduction",
+            "usage_key": f"block-v1:edX+DemoX+type@vertical+block@{i}",
+        },
+    }
+
+
+def test_the_lms_tracker_logs_and_delivers_every_event_with_the_same_values(collector, tracking_log):
+    backends, segment = lms_backends(collector.url)
+    tracker = Tracker(backends=backends)
+    sent = []
+    for i in range(50):
+        data = {
+            "course_id": "course-v1:edX+DemoX+2026",
+            "user_id": 1000 + i,
+            "mode": "audit",
+            "note": "é\u2028",
+        }
+        with tracker.context("edx.request", request_context(i)):
+            tracker.emit("edx.course.enrollment.activated", data)
+        sent.append(data)
+    assert segment.flush(30)
+    messages = sorted(collector.messages(), key=lambda m: m["properties"]["data"]["user_id"])
+    segment.close(5)
+
+    assert len(tracking_log.lines) == 50 and len(messages) == 50  # nothing lost
+    for line, message, data in zip(tracking_log.lines, messages, sent):
+        logged = json.loads(line)
+        assert logged["data"] == data
+        # The log line holds the values the original's encoder writes for the same event.
+        event = dict(logged, timestamp=datetime.fromisoformat(logged["timestamp"]))
+        assert json.loads(json.dumps(event, cls=DateTimeJSONEncoder)) == logged
+        # Segment's properties are the logged event itself.
+        assert message["properties"] == logged
+        assert logged["timestamp"].endswith("+00:00")
+
+
+def test_a_mutating_processor_or_backend_changes_no_other_branch(collector, tracking_log):
+    """Branches named to run before, between and after ours, mutating in place."""
+
+    def mutate(event):
+        event["name"] = "hijacked"
+        event["data"]["mode"] = "changed"
+        event["context"]["module"]["display_name"] = "changed"
+        event["context"]["ip"] = "0.0.0.0"
+
+    class MutatingBackend:
+        def __init__(self):
+            self.seen = []
+
+        def send(self, event):
+            mutate(event)
+            self.seen.append(event)
+
+    first, last = MutatingBackend(), MutatingBackend()
+    inner = MutatingBackend()
+    backends, segment = lms_backends(
+        collector.url,
+        **{
+            "a_first": first,
+            "m_router": RoutingBackend(backends={"inner": inner}, processors=[mutate]),
+            "z_last": last,
+        },
+    )
+    tracker = Tracker(backends=backends)
+    data = {"mode": "audit", "user_id": 7}
+    context = request_context(7)
+    with tracker.context("edx.request", context):
+        tracker.emit("edx.course.enrollment.activated", data)
+    assert segment.flush(30)
+    [message] = collector.messages()
+    segment.close(5)
+
+    [line] = tracking_log.lines
+    for seen in (json.loads(line), message["properties"]):
+        assert seen["name"] == "edx.course.enrollment.activated"
+        assert seen["data"] == {"mode": "audit", "user_id": 7}
+        assert seen["context"]["module"]["display_name"] == "Introduction"
+        assert seen["context"]["ip"] == "203.0.113.42"
+    assert message["context"]["ip"] == "203.0.113.42"
+    # The caller's data and context are untouched; each mutator saw its own copy.
+    assert data == {"mode": "audit", "user_id": 7} and context == request_context(7)
+    assert [b.seen[0]["name"] for b in (first, inner, last)] == ["hijacked"] * 3
+    assert len({id(b.seen[0]) for b in (first, inner, last)}) == 3
+    assert first.seen[0]["context"]["module"] is not last.seen[0]["context"]["module"]
+
+
+def test_an_event_given_to_a_router_is_encoded_once_for_log_and_segment(collector, tracking_log, monkeypatch):
+    calls = []
+    real = event_json.dumps
+    monkeypatch.setattr(event_json, "dumps", lambda event: calls.append(1) or real(event))
+    backends, segment = lms_backends(collector.url)
+    event = {
+        "name": "edx.course.enrollment.activated",
+        "timestamp": datetime(2026, 11, 26, 12, 0, 1, 5, tzinfo=timezone.utc),
+        "data": {"mode": "audit"},
+        "context": request_context(1),
+    }
+    RoutingBackend(backends=backends).send(event)
+    assert calls == [1]
+    assert segment.flush(30)
+    [message] = collector.messages()
+    segment.close(5)
+    assert message["properties"] == json.loads(tracking_log.lines[0])
+
+
+EVENTS = {
+    "utc": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+    "utc, no microseconds": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+    "naive": datetime(2026, 1, 2, 3, 4, 5),
+    "text": "2026-01-02T03:04:05Z",
+    "absent": None,
+}
+
+
+@pytest.mark.parametrize("stamp", list(EVENTS.values()), ids=list(EVENTS))
+def test_the_shared_bytes_make_the_same_segment_message_and_log_line(stamp):
+    event = {"name": "e", "data": {"x": [1, 2.5, None, "é"]}, "context": {"user_id": 3}}
+    if stamp is not None:
+        event["timestamp"] = stamp
+    message = to_track_message(event)
+    message["messageId"] = "m-1"
+    prior = event_json.pin(event)
+    try:
+        shared = event_json.shared(event)
+    finally:
+        event_json.unpin(prior)
+    assert shared is not None
+    spliced = dict(message, properties=orjson.Fragment(shared))
+    assert encode(spliced) == encode(message)
+    assert shared == logger_module.encode_event(event)  # the log line, outside any send
+
+
+class PythonZone(tzinfo):
+    """A tzinfo whose methods are Python code: orjson must never call them."""
+
+    calls = 0
+
+    def utcoffset(self, dt):
+        PythonZone.calls += 1
+        return timedelta(hours=2)
+
+    def dst(self, dt):
+        return timedelta(0)
+
+    def tzname(self, dt):
+        return "PY"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"name": "e", "timestamp": datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=2))), "context": {}},
+        {"name": "e", "timestamp": datetime(2026, 1, 2, tzinfo=PythonZone()), "context": {}},
+        {"name": "e", "data": {"when": datetime(2026, 1, 2, tzinfo=PythonZone())}, "context": {}},
+        {"name": "e", "data": {"tags": {"a"}}, "context": {}},
+    ],
+    ids=["offset", "python tzinfo", "nested datetime", "set"],
+)
+def test_what_log_and_segment_write_differently_is_not_shared(event, monkeypatch):
+    dumps_seen = []
+    real = orjson.dumps
+
+    def watching(value, *args, **kwargs):
+        assert "default" not in kwargs  # no Python hook inside orjson
+        dumps_seen.append(PythonZone.calls)
+        result = real(value, *args, **kwargs)
+        assert PythonZone.calls == dumps_seen[-1]  # no tzinfo method ran inside orjson
+        return result
+
+    monkeypatch.setattr(event_json, "_dumps", watching)
+    prior = event_json.pin(event)
+    try:
+        assert event_json.shared(event) is None
+    finally:
+        event_json.unpin(prior)
+
+
+def test_nothing_is_shared_outside_a_send_nor_after_it(tracking_log):
+    event = {"name": "e", "data": {"n": 1}}
+    backend = LoggerBackend(name=LOG_NAME)
+    RoutingBackend(backends={"log": backend}).send(event)
+    assert event_json.shared(event) is None
+    event["data"]["n"] = 2
+    backend.send(event)
+    assert [json.loads(line)["data"]["n"] for line in tracking_log.lines] == [1, 2]
+
+
+def test_threads_each_log_their_own_events(tracking_log):
+    tracker = Tracker(backends={"log": RoutingBackend(backends={"l": LoggerBackend(name=LOG_NAME)})})
+
+    def emit(worker: int) -> None:
+        for i in range(300):
+            tracker.emit("e", {"worker": worker, "i": i})
+
+    threads = [threading.Thread(target=emit, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    logged = sorted(
+        (json.loads(line)["data"]["worker"], json.loads(line)["data"]["i"]) for line in tracking_log.lines
+    )
+    assert logged == sorted((w, i) for w in range(4) for i in range(300))
+
+
+def test_who_is_handed_the_event_without_a_copy():
+    class OwnSend(LoggerBackend):
+        def send(self, event):
+            event["seen"] = True
+
+    class Inherits(LoggerBackend):
+        pass
+
+    patched = LoggerBackend(name=LOG_NAME)
+    patched.send = lambda event: None  # type: ignore[method-assign]
+    assert reads_only(LoggerBackend(name=LOG_NAME))
+    assert reads_only(NameWhitelistProcessor(whitelist=["x"]))
+    assert not reads_only(OwnSend(name=LOG_NAME)) and not reads_only(Inherits(name=LOG_NAME))
+    assert not reads_only(patched)
+    assert not reads_only(SegmentBackend())  # drop-in: the global client keeps the event
+    assert not reads_only(lambda event: event)
+
+
+def test_a_backend_that_keeps_events_gets_a_copy_the_caller_cannot_change():
+    class Keeps:
+        def __init__(self):
+            self.events = []
+
+        def send(self, event):
+            self.events.append(event)
+
+    keeper = Keeps()
+    data = {"items": [1]}
+    tracker = Tracker(backends={"k": keeper, "log": LoggerBackend(name=LOG_NAME)})
+    tracker.emit("e", data)
+    data["items"].append(2)
+    assert keeper.events[0]["data"] == {"items": [1]}
+
+
+def test_log_records_name_their_caller_without_findcaller(tracking_log, monkeypatch):
+    backend = LoggerBackend(name=LOG_NAME)
+    backend.send({"name": "e"})
+    record = tracking_log.records[-1]
+    assert record.pathname == logger_module.__file__ and record.funcName == "send" and record.lineno > 0
+    assert record.name == LOG_NAME and record.levelno == logging.INFO
+
+    monkeypatch.setattr(logging, "_srcfile", None)  # the site turned caller lookup off
+    backend.send({"name": "e"})
+    record = tracking_log.records[-1]
+    assert (record.pathname, record.lineno, record.funcName) == ("(unknown file)", 0, "(unknown function)")
+
+
+def test_a_logger_of_another_class_or_patched_gets_its_log_call(tracking_log, monkeypatch):
+    backend = LoggerBackend(name=LOG_NAME)
+    calls = []
+    monkeypatch.setattr(backend.event_logger, "log", lambda level, text: calls.append((level, text)))
+    backend.send({"name": "e"})
+    assert calls == [(logging.INFO, '{"name":"e"}')] and tracking_log.lines == []
+
+
+def test_tracker_context_still_decorates_and_restores():
+    tracker = Tracker(backends={})
+
+    @tracker.context("request", {"user_id": 1})
+    def resolved():
+        return tracker.resolve_context()
+
+    assert resolved() == {"user_id": 1} and resolved() == {"user_id": 1}
+    assert tracker.resolve_context() == {}
+    with tracker.context("request", {"a": 1}):
+        with tracker.context("request", {"b": 2}):
+            assert tracker.resolve_context() == {"b": 2}
+        assert tracker.resolve_context() == {"a": 1}
+
+
+def test_a_branch_that_changed_its_copy_logs_its_own_values(tracking_log):
+    """The bytes encoded for the event the router was given are never used for a copy."""
+
+    def mutate(event):
+        event["data"]["mode"] = "changed"
+
+    changed_log = logging.getLogger(LOG_NAME + ".changed")
+    handler = Lines()
+    changed_log.addHandler(handler)
+    changed_log.setLevel(logging.INFO)
+    changed_log.propagate = False
+    try:
+        router = RoutingBackend(
+            backends={
+                "a": LoggerBackend(name=LOG_NAME),
+                "b": RoutingBackend(
+                    backends={"log": LoggerBackend(name=changed_log.name)}, processors=[mutate]
+                ),
+                "c": LoggerBackend(name=LOG_NAME),
+            }
+        )
+        router.send({"name": "e", "data": {"mode": "audit"}})
+    finally:
+        changed_log.removeHandler(handler)
+    assert [json.loads(line)["data"]["mode"] for line in tracking_log.lines] == ["audit", "audit"]
+    assert [json.loads(line)["data"]["mode"] for line in handler.lines] == ["changed"]
+
+
+def test_a_declaration_that_fails_is_no_promise_and_send_never_raises():
+    class Broken:
+        @property
+        def reads_only(self):
+            raise RuntimeError("broken")
+
+        def __call__(self, event):
+            event["data"]["touched"] = True
+
+    assert not reads_only(Broken())
+    data = {"n": 1}
+    recorder = []
+    router = RoutingBackend(backends={"r": type("R", (), {"send": lambda self, e: recorder.append(e)})()})
+    router.register_processor(Broken())
+    router.send({"name": "e", "data": data})
+    assert data == {"n": 1} and recorder[0]["data"] == {"n": 1, "touched": True}
