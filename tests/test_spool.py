@@ -28,7 +28,6 @@ from eventtracking.segment import spool as spool_module
 from eventtracking.segment.encoding import encode
 from eventtracking.segment.mapping import to_track_message
 from eventtracking.segment.pipeline import Delivery, Pipeline
-from eventtracking.segment.stats import Counters
 from eventtracking.segment.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
@@ -39,6 +38,7 @@ from eventtracking.segment.spool import (
     encode_record,
     iter_records,
 )
+from eventtracking.segment.stats import Counters
 
 KEY = "wk-spool"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -112,9 +112,8 @@ class Pipeline:
         once per interval."""
         detail = f"buffer full ({self.buffer.max_bytes} bytes)"
         counters.add_reason("dropped", "buffer_full", 1, detail)
-        self.full_warning.dropped(
-            log, "%s buffer full (%d bytes): dropped %d messages since the last warning", who, self.buffer.max_bytes
-        )
+        message = "%s buffer full (%d bytes): dropped %d messages since the last warning"
+        self.full_warning.dropped(log, message, who, self.buffer.max_bytes)
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything accepted (by every caller) was answered; False on timeout."""
@@ -220,7 +219,9 @@ os.register_at_fork(after_in_child=_reset_lock)
 
 def _forget(pipeline: Pipeline) -> None:
     """A closed pipeline is never handed out again."""
+    delivery = pipeline.delivery
     with _lock:
-        for registry, key in ((_pipelines, pipeline.delivery), (_spools, pipeline.delivery.spool_dir)):
-            if key is not None and registry.get(key) is pipeline:
-                del registry[key]
+        if _pipelines.get(delivery) is pipeline:
+            del _pipelines[delivery]
+        if delivery.spool_dir is not None and _spools.get(delivery.spool_dir) is pipeline:
+            del _spools[delivery.spool_dir]
