@@ -23,18 +23,22 @@ by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for 
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import threading
 from typing import Any, Optional
 
-from eventtracking import background
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
-from eventtracking.segment.pipeline import CLOSED_WORKER, DEFAULT_HOST, Delivery, Pipeline, acquire
+from eventtracking.segment.pipeline import (
+    CLOSED_WORKER,
+    DEFAULT_HOST,
+    Delivery,
+    MessageIds,
+    Pipeline,
+    acquire,
+)
 from eventtracking.segment.sender import ErrorHook
 from eventtracking.segment.stats import Counters
 
@@ -86,32 +90,6 @@ def _global_client() -> Any:
     ):
         return _SEGMENT_ANALYTICS
     return client
-
-
-class MessageIds:
-    """Message ids unique across processes and cheap to make: a random prefix and a counter.
-
-    A background owner (:mod:`eventtracking.background`) with nothing to close: a forked child
-    gets a new prefix, so parent and child never share an id, in both modes of the backend.
-    """
-
-    exit_timeout = 0.0
-
-    def __init__(self) -> None:
-        self.reset()
-        background.register(self)
-
-    def reset(self) -> None:
-        self._prefix = secrets.token_hex(8) + "-"
-        self._counter = itertools.count(1)
-
-    after_fork_in_child = reset
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-    def close(self, timeout: Optional[float] = None) -> bool:
-        return True
 
 
 class SegmentBackend:

@@ -17,8 +17,10 @@ its callers together. :meth:`Pipeline.stats` merges the two.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import secrets
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -64,6 +66,32 @@ class Delivery:
             raise ValueError("host must be a non-empty string (a URL)")
         if self.spool_dir is not None:
             object.__setattr__(self, "spool_dir", os.path.realpath(self.spool_dir))
+
+
+class MessageIds:
+    """Message ids unique across processes and cheap to make: a random prefix and a counter.
+
+    A background owner (:mod:`eventtracking.background`) with nothing to close: a forked child
+    gets a new prefix, so parent and child never share an id, in both modes of the backend.
+    """
+
+    exit_timeout = 0.0
+
+    def __init__(self) -> None:
+        self.reset()
+        background.register(self)
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(8) + "-"
+        self._counter = itertools.count(1)
+
+    after_fork_in_child = reset
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter):x}"
+
+    def close(self, timeout: Optional[float] = None) -> bool:
+        return True
 
 
 # A stopped thread: what a caller holds once it closed while others still use its pipeline
