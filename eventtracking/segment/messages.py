@@ -24,9 +24,10 @@ reason               input
 The message: ``type``; ``userId`` and/or ``anonymousId``; the type's own fields (``event`` and
 ``properties``; ``traits``; ``groupId``; ``previousId``; ``name``, ``category``); ``context``
 (a copy of the caller's, which is never changed, with ``library`` added when it has none);
-``integrations`` when given; ``timestamp`` (the caller's, as ISO 8601 with its offset: an aware
-datetime as it is, a naive one as local time when it is within 5 s of the local clock's now, as
-the official client guesses ``datetime.now()``, else as UTC; the current UTC time when none);
+``integrations`` when given; ``timestamp`` (the caller's, as ISO 8601 with its offset, written
+as orjson writes datetimes: an aware datetime as it is, an ISO 8601 string parsed, a naive
+datetime as local time when it is within 5 s of the local clock's now, as the official client
+guesses ``datetime.now()``, else as UTC; the current UTC time when none);
 ``messageId`` when given (as a string; the client assigns one otherwise). ``properties`` and
 ``traits`` are the caller's own dicts, not copies: the client encodes them before it returns.
 """
@@ -38,9 +39,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Optional
 
+import orjson
+
+from eventtracking.segment.encoding import datetime_bytes
 from eventtracking.segment.mapping import LIBRARY, UTC, SkipEvent, event_time
 
 NAIVE_IS_LOCAL_WITHIN = datetime.timedelta(seconds=5)
+_DUMPS = orjson.dumps  # of a datetime with a datetime.timezone: no Python code runs inside
 
 
 def track(
@@ -219,26 +224,30 @@ def _common(message: dict, context: Any, timestamp: Any, integrations: Any, mess
 
 
 def timestamp_text(value: Any, now: Optional[datetime.datetime] = None) -> str:
-    """The message's ``timestamp`` (see the module docstring); raises SkipEvent("bad_timestamp").
+    """The message's ``timestamp`` as ISO 8601 with its offset (see the module docstring);
+    raises SkipEvent("bad_timestamp").
 
     ``now`` is the local clock (for tests; default: read it when a naive datetime needs it).
     """
+    if type(value) is datetime.datetime and type(value.tzinfo) is datetime.timezone:
+        return _DUMPS(value)[1:-1].decode()  # the common case first: aware, a fixed offset
     if value is None:
-        return datetime.datetime.now(UTC).isoformat()
+        return _DUMPS(datetime.datetime.now(UTC))[1:-1].decode()
     if isinstance(value, datetime.datetime):
         try:
             if value.tzinfo is None or value.utcoffset() is None:
                 local_now = datetime.datetime.now() if now is None else now
                 if abs(local_now - value.replace(tzinfo=None)) < NAIVE_IS_LOCAL_WITHIN:
-                    return value.astimezone().isoformat()  # naive local time: datetime.now()
-                return value.replace(tzinfo=UTC).isoformat()
-            return value.isoformat()
+                    value = value.astimezone()  # naive local time, as datetime.now() makes it
+                else:
+                    value = value.replace(tzinfo=UTC)
+            return datetime_bytes(value)[1:-1].decode()
         except Exception:  # a tzinfo that raises: the caller's code, not a reason to raise here
             raise SkipEvent("bad_timestamp") from None
     if isinstance(value, str):
         parsed = event_time(value)
         if parsed is not None:
-            return parsed.isoformat()
+            return datetime_bytes(parsed)[1:-1].decode()
     raise SkipEvent("bad_timestamp")
 
 
