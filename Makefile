@@ -72,6 +72,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_async.py
+	$(BIN)/python benchmarks/bench_client.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check eventtracking tests examples benchmarks

@@ -59,11 +59,12 @@ def track(
     message_id: Any = None,
 ) -> dict:
     """Segment's track message (see the module docstring)."""
+    # Every call of an application runs this: the common types are tested first.
     if type(event) is not str or not event:
         raise SkipEvent("bad_event")
     message = _identified("track", user_id, anonymous_id)
     message["event"] = event
-    message["properties"] = _mapping(properties, "bad_properties")
+    message["properties"] = properties if type(properties) is dict else _mapping(properties, "bad_properties")
     return _common(message, context, timestamp, integrations, message_id)
 
 
@@ -188,8 +189,10 @@ def _named(kind: str, user_id: Any, category: Any, name: Any, properties: Any, *
 def _identified(kind: str, user_id: Any, anonymous_id: Any) -> dict:
     """The message's start: its type and who (``userId`` and/or ``anonymousId``)."""
     message: dict[str, Any] = {"type": kind}
-    if user_id is not None and user_id != "":
-        message["userId"] = user_id if type(user_id) is str else _id(user_id, "bad_user_id")
+    if type(user_id) is str and user_id:
+        message["userId"] = user_id
+    elif user_id is not None and user_id != "":
+        message["userId"] = _id(user_id, "bad_user_id")
     if anonymous_id is not None and anonymous_id != "":
         message["anonymousId"] = (
             anonymous_id if type(anonymous_id) is str else _id(anonymous_id, "bad_anonymous_id")
@@ -201,25 +204,26 @@ def _identified(kind: str, user_id: Any, anonymous_id: Any) -> dict:
 
 def _common(message: dict, context: Any, timestamp: Any, integrations: Any, message_id: Any) -> dict:
     """What every type has: context (with library), integrations, timestamp, messageId."""
-    if context is None:
-        message["context"] = {"library": LIBRARY}
-    elif type(context) is dict or isinstance(context, Mapping):
-        copied = dict(context)
-        if "library" not in copied:
-            copied["library"] = LIBRARY
-        message["context"] = copied
+    if type(context) is dict:
+        context = context.copy()
+    elif context is None:
+        context = {}
+    elif isinstance(context, Mapping):
+        context = dict(context)
     else:
         raise SkipEvent("bad_context")
+    if "library" not in context:
+        context["library"] = LIBRARY
+    message["context"] = context
     if integrations is not None:
         message["integrations"] = _mapping(integrations, "bad_integrations")
     message["timestamp"] = timestamp_text(timestamp)
-    if message_id is not None and message_id != "":
-        if type(message_id) is str:
-            message["messageId"] = message_id
-        elif isinstance(message_id, (int, uuid.UUID)) and not isinstance(message_id, bool):
-            message["messageId"] = str(message_id)
-        else:
+    if type(message_id) is str and message_id:
+        message["messageId"] = message_id
+    elif message_id is not None and message_id != "":
+        if not isinstance(message_id, (int, uuid.UUID)) or isinstance(message_id, bool):
             raise SkipEvent("bad_message_id")
+        message["messageId"] = str(message_id)
     return message
 
 
