@@ -25,6 +25,7 @@ from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, en
 from eventtracking.segment.mapping import SkipEvent
 from eventtracking.segment.pipeline import (
     CLOSED_WORKER,
+    DEFAULT_BUFFER_BYTES,
     DEFAULT_HOST,
     Delivery,
     MessageIds,
@@ -37,7 +38,6 @@ from eventtracking.segment.stats import Counters
 log = logging.getLogger(__name__)
 
 Result = tuple[bool, Optional[dict]]
-DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 # Options of the official client that have no meaning here: accepted, warned about, ignored.
 IGNORED_OPTIONS = frozenset(
     {

@@ -36,6 +36,7 @@ from eventtracking.segment.transport import HttpTransport
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "https://api.segment.io"
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Delivery:
 
     write_key: str = field(repr=False)
     host: str = DEFAULT_HOST
-    max_buffer_bytes: int = 64 * 1024 * 1024
+    max_buffer_bytes: int = DEFAULT_BUFFER_BYTES
     batch_count: int = 500
     linger: float = 0.5
     retry_budget: float = 60.0
