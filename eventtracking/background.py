@@ -28,7 +28,17 @@ The API (all thread-safe):
   ``exit_timeout``: each owner gets its own ``exit_timeout`` counted from the same start (owners
   are closed in turn, but each one's thread keeps delivering while an earlier one is waited for,
   so the time is shared, not added up). What an owner could not finish is logged with the reason.
-  It runs by itself at interpreter exit (``atexit``).
+  It runs by itself at interpreter exit (``atexit``), and on Celery's shutdown signals.
+
+Celery: a recycled prefork child (``--max-tasks-per-child``, ``--max-memory-per-child``), one
+autoscale shrinks, and every child at a warm or cold shutdown ends with ``os._exit()`` right
+after Celery's ``worker_process_shutdown`` signal, so ``atexit`` never runs there. When Celery is
+in the process, :func:`close_all` is connected to that signal and to ``worker_shutdown`` (the
+main process of every pool: solo, threads, prefork's parent, gevent, eventlet). Importing this
+module never imports Celery: the connection is made when an owner registers or a
+:class:`BackgroundThread` starts in a process that has imported Celery, which a Celery worker has
+always done before a task runs (so it also holds for Celery imported after this package, and for
+owners made lazily in a forked child). See docs/celery.rst.
 
 SIGTERM: when an owner with an ``exit_timeout`` registers from the main thread and SIGTERM still
 has its default action (it would kill the process without ``atexit``: a plain ``python app.py``
@@ -111,6 +121,7 @@ def register(owner: Owner) -> None:
     _owners[key] = weakref.ref(owner, forget)
     if owner.exit_timeout > 0:
         _install_sigterm_handler()
+    hook_celery()
 
 
 def unregister(owner: Owner) -> None:
@@ -218,6 +229,7 @@ class BackgroundThread:
                     log.warning("%s: cannot start its thread: %s", self.name, error)
                     return False
                 self.thread = thread
+                hook_celery()  # a sender with work: Celery's shutdown must close it
             return self.thread is not None
 
     def stop(self) -> None:
@@ -248,6 +260,43 @@ def _close_at_exit() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
+
+
+# -- Celery's shutdown signals ---------------------------------------------------------------
+
+_CELERY_UID = "eventtracking.background.close_all"
+_celery_hooked = False  # inherited by a forked child, as the connected receivers are
+
+
+def hook_celery() -> bool:
+    """Connect :func:`close_all` to Celery's ``worker_process_shutdown`` and ``worker_shutdown``
+    signals, once per process, if Celery has been imported; True once connected.
+
+    Never imports Celery itself; cheap when Celery is absent or already hooked (a dict lookup).
+    """
+    global _celery_hooked
+    if _celery_hooked or "celery" not in sys.modules:
+        return _celery_hooked
+    try:
+        from celery import signals
+
+        signals.worker_process_shutdown.connect(_on_celery_child_exit, weak=False, dispatch_uid=_CELERY_UID)
+        signals.worker_shutdown.connect(_on_celery_worker_shutdown, weak=False, dispatch_uid=_CELERY_UID)
+    except Exception as error:  # a Celery too old or half imported: atexit still holds where it runs
+        log.debug("cannot connect to Celery's shutdown signals: %r", error)
+        return False
+    _celery_hooked = True
+    return True
+
+
+def _on_celery_child_exit(**_: object) -> None:
+    # The child's last Python code: billiard calls os._exit() right after this signal.
+    close_all(reason="Celery worker process exit")
+
+
+def _on_celery_worker_shutdown(**_: object) -> None:
+    # After the pool stopped: the tasks of solo and threads pools ran in this process.
+    close_all(reason="Celery worker shutdown")
 
 
 # -- SIGTERM with its default action ---------------------------------------------------------

@@ -135,14 +135,28 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
 
+PREFORK_2 = ("--pool", "prefork", "--concurrency", "2")
+
+
 class CeleryWorker:
     """``celery -A async_site worker`` (prefork, 2 processes) on the test site, in ``python``'s
-    environment; its log is kept in ``workdir`` and shown when the test fails."""
+    environment; its log is kept in ``workdir`` and shown when the test fails. ``app`` and
+    ``pool`` (the pool's command-line options) pick another site and pool."""
 
-    def __init__(self, python: str, workdir: str, env: dict, name: str = "worker") -> None:
+    def __init__(
+        self,
+        python: str,
+        workdir: str,
+        env: dict,
+        name: str = "worker",
+        app: str = "async_site",
+        pool: tuple = PREFORK_2,
+    ) -> None:
         self.python = python
         self.log_path = os.path.join(workdir, f"celery-{name}.log")
         self.env = env
+        self.app = app
+        self.pool = pool
         self.process: Optional[subprocess.Popen] = None
 
     def start(self) -> CeleryWorker:
@@ -153,14 +167,11 @@ class CeleryWorker:
                 "-m",
                 "celery",
                 "-A",
-                "async_site",
+                self.app,
                 "worker",
                 "--loglevel",
                 "INFO",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                "2",
+                *self.pool,
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -190,3 +201,18 @@ class CeleryWorker:
         if self.process is not None:
             stop_process(self.process, timeout=30)
             self.process = None
+
+    def shut_down(self, sig: int = signal.SIGTERM, timeout: float = 60) -> float:
+        """Send ``sig`` to the worker's main process only, as Docker and Kubernetes do (SIGTERM:
+        Celery's warm shutdown; SIGQUIT: its cold shutdown); return the seconds until it exited.
+        Fails the test when it did not exit within ``timeout`` (then its group is killed)."""
+        assert self.process is not None, "the worker was not started"
+        process, self.process = self.process, None
+        started = time.monotonic()
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(process, timeout=10, sig=signal.SIGKILL)
+            pytest.fail(f"the celery worker did not exit {timeout:.0f}s after signal {sig}:\n{self.log()}")
+        return time.monotonic() - started

@@ -97,7 +97,10 @@ class SegmentBackend:
 
     Options of the owned mode (all optional): ``host`` (default ``https://api.segment.io``),
     ``max_buffer_bytes`` (64 MiB), ``max_batch_size`` (500 messages), ``flush_interval``
-    (0.5 s: how long the sender waits to fill a batch), ``retry_timeout`` (60 s per batch),
+    (0.5 s: how long the sender waits to fill a batch), ``retry_timeout`` (None: a batch the
+    server answers with a retryable error is retried, honouring Retry-After, for as long as the
+    process lives, while new events fill the buffer up to ``max_buffer_bytes`` and past it are
+    dropped and counted as ``buffer_full``; seconds: a batch is given up after that long),
     ``gzip`` (False, or a compression level), ``timeout`` (15 s per request),
     ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``
     (called on the sender thread with the decoded messages finally refused or given up on),
@@ -119,7 +122,7 @@ class SegmentBackend:
         max_buffer_bytes: int = 64 * 1024 * 1024,
         max_batch_size: int = 500,
         flush_interval: float = 0.5,
-        retry_timeout: float = 60.0,
+        retry_timeout: Optional[float] = None,
         gzip: int | bool = False,
         timeout: float = 15.0,
         exit_timeout: float = 5.0,

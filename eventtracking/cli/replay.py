@@ -87,7 +87,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add(
         "--retry-timeout", type=positive_float, default=None, metavar="S",
-        help="give up on a batch the destination does not take after S seconds of retries (default: 60)",
+        help="give up on a batch the destination does not take after S seconds of retries (default: never)",
     )
     parser.set_defaults(run=run)
     return parser

@@ -2,16 +2,19 @@
 
 It is the only threaded, stateful part of the pipeline. It takes batches from the buffer,
 posts them through the transport, retries what may be retried (network errors, redirects,
-408, 429, 5xx) with exponential backoff and jitter for at most ``retry_budget`` seconds per
-batch, and splits a batch the server refuses as malformed (400, 413) until the bad message
-stands alone, so one bad event never costs another. Whatever is finally refused or given up
-on is counted with its reason and detail and handed to ``on_error(reason, messages)``.
+408, 429, 5xx) with exponential backoff and jitter, and splits a batch the server refuses as
+malformed (400, 413) until the bad message stands alone, so one bad event never costs another.
+By default (``retry_budget=None``) a batch is retried for as long as the process lives: an
+outage costs buffer space, and once the buffer is full the backend drops and counts new events,
+not the old ones; with ``retry_budget`` a batch is given up after that many seconds. Whatever
+is finally refused or given up on is counted with its reason and detail and handed to
+``on_error(reason, messages)``.
 
-Waits the server asks for (``Retry-After``, on any retryable answer) are honoured even past
-``retry_budget``: each wait is capped at :data:`MAX_RETRY_AFTER` (300 s: a longer, infinite or
-absurd value waits that long, then asks again), and a batch is held that way for at most
-:data:`MAX_RATE_LIMIT_HOLD` (1 h) in all. Only then is it given up (memory) or kept on disk for
-later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
+Waits the server asks for (``Retry-After``, on any retryable answer) are honoured, even past
+a ``retry_budget``: each wait is capped at :data:`MAX_RETRY_AFTER` (300 s: a longer, infinite or
+absurd value waits that long, then asks again); with a ``retry_budget``, a batch is held that
+way for at most :data:`MAX_RATE_LIMIT_HOLD` (1 h) in all, and only then given up (memory) or
+kept on disk for later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
 network error, keeps its events, and is logged as an error saying where the host points.
 After a batch is kept for later, the sender pauses before it takes the next one (the server's
 Retry-After if it gave one, else the backoff, growing with each part kept in a row up to its
@@ -26,6 +29,7 @@ fresh thread, connection and locks, and none of the parent's messages.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -79,7 +83,7 @@ class Sender:
         batch_count: int = 500,
         batch_bytes: int = MAX_BATCH_BYTES,
         linger: float = 0.5,
-        retry_budget: float = 60.0,
+        retry_budget: Optional[float] = None,
         backoff: tuple[float, float] = (0.1, 10.0),
         on_error: Optional[ErrorHook] = None,
         max_retries: Optional[int] = None,
@@ -186,7 +190,7 @@ class Sender:
                 self._give_up.wait(pause)  # cut short when close() runs out of time
 
     def _deliver(self, batch: list[bytes]) -> None:
-        deadline = time.monotonic() + self.retry_budget
+        deadline = math.inf if self.retry_budget is None else time.monotonic() + self.retry_budget
         parts = [batch]
         while parts:
             part = parts.pop()
