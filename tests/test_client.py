@@ -208,3 +208,32 @@ def test_the_django_setting_installs_the_client(official_module, collector, capl
     with override_settings(EVENT_TRACKING_SEGMENT_CLIENT={"write_key": KEY, "bogus": 1}):
         assert install_segment_client() is None
     assert "not installed: Client got unexpected options: bogus" in caplog.text
+
+
+def test_max_retries_gives_a_batch_up_after_that_many_retries(collector, caplog):
+    collector.faults.add(status=503, times=None)
+    refused = []
+    client = Client(
+        KEY, host=collector.url, max_retries=2, on_error=lambda reason, batch: refused.append(reason)
+    )
+    client.track("u", "doomed")
+    with caplog.at_level(logging.WARNING):
+        client.flush(30)
+    stats = client.stats()
+    assert stats["batches"] == 3 and stats["retries"] == 2  # the first try and two retries
+    assert stats["dropped"] == {"gave_up": 1} and refused == ["gave_up"]
+    assert refused[0].detail.startswith("HTTP 503")
+    collector.faults.clear()
+    client.track("u", "later")
+    client.close(10)
+    assert [m["event"] for m in collector.messages()] == ["later"]
+
+
+def test_by_default_a_batch_is_retried_until_the_server_takes_it(collector):
+    collector.faults.add(status=503, times=12)
+    client = Client(KEY, host=collector.url)
+    client._pipeline.sender.backoff_base, client._pipeline.sender.backoff_max = 0.01, 0.05  # a quick test
+    client.track("u", "patient")
+    assert client.close(60)
+    assert [m["event"] for m in collector.messages()] == ["patient"]
+    assert client.stats()["retries"] == 12

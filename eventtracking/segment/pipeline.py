@@ -51,7 +51,7 @@ class Delivery:
     max_buffer_bytes: int = DEFAULT_BUFFER_BYTES
     batch_count: int = 500
     linger: float = 0.5
-    retry_budget: float = 60.0
+    retry_budget: Optional[float] = None  # None: retried while the process lives
     max_retries: Optional[int] = None
     gzip_level: int = 0
     timeout: float = 15.0
