@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from django.apps import AppConfig
+
+if TYPE_CHECKING:
+    from eventtracking.segment.client import Client
 
 LOG = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def connect_event_bus_handlers() -> bool:
 SEGMENT_KEY_SETTINGS = ("LMS_SEGMENT_KEY", "CMS_SEGMENT_KEY", "SEGMENT_KEY")
 
 
-def install_segment_client() -> Optional[Any]:
+def install_segment_client() -> Optional[Client]:
     """
     Install :func:`eventtracking.segment.install_global_client` from the Django setting
     ``EVENT_TRACKING_SEGMENT_CLIENT`` (a dict of :class:`eventtracking.segment.Client` options),
