@@ -237,3 +237,36 @@ def test_by_default_a_batch_is_retried_until_the_server_takes_it(collector):
     assert client.close(60)
     assert [m["event"] for m in collector.messages()] == ["patient"]
     assert client.stats()["retries"] == 12
+
+
+FORK_SCRIPT = """
+import os, sys
+from eventtracking.segment import Client
+
+client = Client("KEY", host="URL", upload_interval=5)
+for i in range(5):
+    client.track("u", "parent.before", {"i": i})
+pid = os.fork()
+if pid == 0:  # the child: a sender of its own, none of the parent's messages, counts of its own
+    for i in range(7):
+        client.track("u", "child", {"i": i})
+    stats = client.stats()
+    assert stats["accepted"] == 7 and stats["skipped"] == {}, stats
+    sys.exit(0)  # a plain exit: atexit delivers the child's messages
+client.track(event="no user")  # counted in the parent only
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+assert client.stats()["skipped"] == {"no_user_id": 1}
+"""
+
+
+def test_a_forked_child_delivers_its_own_calls_and_the_parent_its_own(collector):
+    import subprocess
+    import sys
+
+    script = FORK_SCRIPT.replace("KEY", KEY).replace("URL", collector.url)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    events = [m["event"] for m in collector.messages()]
+    assert sorted(events) == ["child"] * 7 + ["parent.before"] * 5
+    assert len(set(collector.message_ids())) == 12
