@@ -19,6 +19,7 @@ import logging
 from types import ModuleType
 from typing import Any, Callable, Optional
 
+from eventtracking.backends.segment import _import_clients
 from eventtracking.background import check_fork
 from eventtracking.segment import messages
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
@@ -336,22 +337,12 @@ class Client:
 
 
 def global_modules() -> list[ModuleType]:
-    """The official clients' global modules installed here: ``analytics`` (analytics-python
-    1.x, whose 1.4.post1 also installs the next) and ``segment.analytics`` (2.x)."""
-    found = []
-    try:
-        import analytics
-
-        found.append(analytics)
-    except ImportError:
-        pass
-    try:
-        from segment import analytics as two_x
-
-        found.append(two_x)
-    except ImportError:
-        pass
-    return found
+    """The official clients' global modules installed here (the ones drop-in ``SegmentBackend``
+    delivers through): ``analytics`` (analytics-python 1.x, whose 1.4.post1 also installs the
+    next) and ``segment.analytics`` (2.x)."""
+    return [
+        module for module in _import_clients() if module is not None and hasattr(module, "default_client")
+    ]
 
 
 def install_global_client(**options: Any) -> Client:
