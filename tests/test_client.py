@@ -270,3 +270,20 @@ def test_a_forked_child_delivers_its_own_calls_and_the_parent_its_own(collector)
     events = [m["event"] for m in collector.messages()]
     assert sorted(events) == ["child"] * 7 + ["parent.before"] * 5
     assert len(set(collector.message_ids())) == 12
+
+
+def test_sharing_a_pipeline_each_caller_counts_its_own_refusals(collector):
+    backend = SegmentBackend(write_key=KEY, host=collector.url, exit_timeout=2)
+    client = Client(KEY, host=collector.url, exit_timeout=7)
+    pipeline = client._pipeline
+    assert pipeline is backend._pipeline and pipeline.exit_timeout == 7  # the largest budget
+    backend.send({"name": "no.user", "context": {}})
+    client.track(event="no user either")
+    backend.send({"name": "ok", "context": {"user_id": 1}})
+    client.track("u", "ok")
+    client.flush(10)
+    mine, theirs = client.stats(), backend.stats()
+    assert mine["skipped"] == {"no_user_id": 1} and theirs["skipped"] == {"no_user_id": 1}
+    assert mine["delivered"] == theirs["delivered"] == 2  # the pipeline's, shared
+    backend.close(5)
+    client.close(5)
