@@ -119,6 +119,7 @@ bench: $(STAMP) $(ORIGINAL_STAMP) $(ANALYTICS14_STAMP) redis-server
 	$(BIN)/python benchmarks/bench_spool.py
 	$(BIN)/python benchmarks/bench_replay.py
 	$(BIN)/python benchmarks/bench_async.py
+	$(BIN)/python benchmarks/bench_client.py
 
 # The Sphinx site in docs/_build/html; any warning fails the build, as on CI.
 docs: $(DOCS_STAMP)

@@ -126,7 +126,8 @@ from eventtracking.backends.segment import SegmentBackend
 CHILDREN, THREADS, PER_THREAD = 3, 16, 200
 libc = ctypes.PyDLL(None)
 backend = SegmentBackend(write_key="k", host="URL", flush_interval=0.01)
-inherited_held = [backend._buffer._lock, backend._counters._lock, backend._worker._lock]
+inherited_held = [backend._pipeline.buffer._lock, backend._counters._lock, backend._pipeline.counters._lock,
+                  backend._worker._lock]
 
 def send(tag, n):
     for i in range(n):
@@ -233,7 +234,8 @@ def unreachable_url() -> str:
 
 
 def test_exit_waits_one_deadline_for_all_backends():
-    # Three backends whose host refuses every connection: each would wait its exit_timeout.
+    # Three backends (three keys: three pipelines) whose host refuses every connection: each
+    # would wait its exit_timeout.
     # One shared deadline takes about one exit_timeout (4 s), one after another would be 12 s;
     # the bound (8 s) tells the two apart on a loaded machine.
     result = run_script(
@@ -243,7 +245,7 @@ def test_exit_waits_one_deadline_for_all_backends():
         atexit.register(lambda: print("exit took", round(time.monotonic() - started[0], 2), file=sys.stderr))
         from eventtracking.backends.segment import SegmentBackend
         started = []
-        backends = [SegmentBackend(write_key="k", host="URL", exit_timeout=4.0) for _ in range(3)]
+        backends = [SegmentBackend(write_key=f"k{n}", host="URL", exit_timeout=4.0) for n in range(3)]
         for backend in backends:
             for i in range(10):
                 backend.send({"name": "unsent", "context": {"user_id": i}})

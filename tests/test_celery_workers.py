@@ -73,6 +73,10 @@ def by_mode(collector) -> dict:
     """{mode: [(seq, messageId), ...]} of what the collector received."""
     received = collections.defaultdict(list)
     for message in collector.messages():
+        if message["type"] == "identify":  # the global client's mode: analytics.identify
+            mode, seq = message["traits"]["emitted_by"].removeprefix("celery."), message["traits"]["seq"]
+            received[mode].append((seq, message["messageId"]))
+            continue
         mode = message["event"].removeprefix("celery.")
         properties = message["properties"]
         seq = properties["data"]["seq"] if "data" in properties else properties["seq"]
@@ -217,3 +221,30 @@ def test_autoscale_shrinking_loses_nothing(site, redis_server, collector, figure
     )
     count_and_report(collector, redis_server, figures, label, 30, modes=("tracker",))
     assert before_shutdown > 0  # the shrunk children delivered at their own exit
+
+
+GLOBAL = ("global", "global_identify")
+
+
+@pytest.mark.parametrize(
+    "pool, made, env",
+    [
+        pytest.param(prefork(100), 1000, {}, id="prefork-mtpc100"),
+        pytest.param(prefork(10), 300, {}, id="prefork-mtpc10"),
+        pytest.param(POOLS["threads"], 200, {}, id="threads"),
+        pytest.param(POOLS["solo"], 200, {}, id="solo"),
+        pytest.param(prefork(10), 300, {"spool": "yes"}, id="prefork-mtpc10-spool"),
+    ],
+)
+def test_the_global_client_loses_no_call_of_a_task(
+    pool, made, env, site, redis_server, collector, figures, request, tmp_path
+):
+    """Tasks call analytics.track and analytics.identify after install_global_client (the global
+    client replaces the official one in ``analytics``, so the official client's count comes from
+    a second worker's life on the same collector, the same tasks)."""
+    options = {"SITE_SPOOL_DIR": str(tmp_path / "spool")} if env else {}
+    seconds = session(site, redis_server, collector, pool, made, SITE_EMIT_MODES="global", **options)
+    session(site, redis_server, collector, pool, made, SITE_EMIT_MODES="official", **options)
+    label = f"celery {request.node.callspec.id}, global client, warm shutdown in {seconds:.1f} s"
+    count_and_report(collector, redis_server, figures, label, made, modes=GLOBAL)
+    assert left_in_broker(redis_server) == 0

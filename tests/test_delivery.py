@@ -342,7 +342,7 @@ def test_the_sender_survives_a_failing_buffer(collector, caplog):
             return super().take(*args)
 
     backend = backend_for(collector)
-    backend._buffer.__class__ = FlakyBuffer  # the same object the sender holds
+    backend._pipeline.buffer.__class__ = FlakyBuffer  # the same object the sender holds
     with caplog.at_level(logging.ERROR):
         backend.send(make_event(1))
         assert backend.flush(10)

@@ -172,7 +172,7 @@ def owner_classes_with_stats() -> dict[str, set[str]]:
 def test_every_background_sender_class_that_offers_stats_names_itself_for_the_metrics():
     classes = owner_classes_with_stats()
     assert {
-        "eventtracking/backends/segment.py:SegmentBackend",
+        "eventtracking/segment/pipeline.py:Pipeline",
         "eventtracking/publisher.py:Publisher",
     } <= set(classes)
     # A sender added later (the Segment client) is covered only with metric_attributes().

@@ -363,6 +363,7 @@ SMALL_BENCH = {  # arguments that keep each benchmark to seconds, with every lin
     "bench_replay.py": ["--lines", "2000", "--rounds", "2"],
     "bench_openedx.py": ["--events", "200", "--rounds", "1"],
     "bench_async.py": ["--events", "200", "--down-events", "20", "--original-down-events", "2"],
+    "bench_client.py": ["--events", "300", "--rounds", "1"],
 }
 
 

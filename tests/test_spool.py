@@ -25,6 +25,9 @@ from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import deadletters
 from eventtracking.segment import spool as spool_module
+from eventtracking.segment.encoding import encode
+from eventtracking.segment.mapping import to_track_message
+from eventtracking.segment.pipeline import Delivery, Pipeline
 from eventtracking.segment.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
@@ -35,6 +38,7 @@ from eventtracking.segment.spool import (
     encode_record,
     iter_records,
 )
+from eventtracking.segment.stats import Counters
 
 KEY = "wk-spool"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -333,13 +337,23 @@ def test_dead_letters_round_trip(collector, tmp_path, capsys):
 
 
 def test_two_spools_on_one_directory_each_have_a_part_and_leave_the_other_alone(collector, tmp_path):
+    # Two processes on one directory: the second is a pipeline made directly, as another process
+    # makes its own (in one process, acquire() hands out the pipeline already open on the dir).
     first = backend_for(collector.url, tmp_path)
-    second = backend_for(collector.url, tmp_path)
+    delivery = Delivery(KEY, collector.url, linger=0.05, retry_budget=30, spool_dir=str(tmp_path))
+    second = Pipeline(delivery, "another process")
+
+    def second_send(i: int) -> None:
+        message = to_track_message(make_event(i))
+        message["messageId"] = f"two-{i}"
+        assert second.buffer.put(encode(message))
+        second.worker.ensure_started()
+
     for i in range(20):
         first.send(make_event(i), message_id=f"one-{i}")
-        second.send(make_event(i), message_id=f"two-{i}")
+        second_send(i)
     assert first.flush(30) and second.flush(30)
-    theirs = second.stats()["spool"]
+    theirs = second.stats(Counters())["spool"]
     [their_part] = [part["name"] for part in theirs["parts"] if part["state"] == "own"]
     # first's sender scans every second: it sees second's part, alive, and leaves it alone
     wait_until(lambda: their_part in [part["name"] for part in first.stats()["spool"]["parts"]])
@@ -353,6 +367,24 @@ def test_two_spools_on_one_directory_each_have_a_part_and_leave_the_other_alone(
     first.close(5)
     second.close(5)
     assert list(tmp_path.iterdir()) == []  # everything acknowledged: nothing left behind
+
+
+def test_one_spool_directory_is_opened_once_per_process(collector, tmp_path, caplog):
+    first = backend_for(collector.url, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        second = backend_for(collector.url, tmp_path / ".." / tmp_path.name, flush_interval=0.2)
+    assert second._pipeline is first._pipeline  # other options: shared, and said so
+    assert "already open in this process" in caplog.text
+    with pytest.raises(ValueError, match="another host or write key"):
+        SegmentBackend(write_key="other-key", host=collector.url, spool_dir=str(tmp_path))
+    for i in range(10):
+        first.send(make_event(i), message_id=f"one-{i}")
+        second.send(make_event(i), message_id=f"two-{i}")
+    assert first.close(10)  # the pipeline goes on for the second backend
+    second.send(make_event(10), message_id="two-10")
+    assert second.close(10)
+    assert len(collector.message_ids()) == 21
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_acknowledged_data_is_reclaimed(collector, tmp_path):
@@ -372,7 +404,7 @@ def test_acknowledged_data_is_reclaimed(collector, tmp_path):
 def test_threads_overflowing_memory_are_read_back_from_disk_once(collector, tmp_path):
     collector.faults.add(status=503, times=None)  # the sender waits for the threads: most are disk-only
     backend = backend_for(collector.url, tmp_path, max_buffer_bytes=20_000, max_batch_size=200)
-    backend._buffer.segment_bytes = 64 * 1024  # many segments: reading crosses and deletes them
+    backend._pipeline.buffer.segment_bytes = 64 * 1024  # many segments: reading crosses and deletes them
     per_thread = 1000
 
     def work(t: int) -> None:

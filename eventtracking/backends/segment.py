@@ -7,12 +7,15 @@ Each event becomes one Segment track message (the mapping is in
   the official client's global module elsewhere (``segment.analytics`` from
   segment-analytics-python 2.x, else ``analytics`` from 1.x) and this backend hands each
   message to its ``track``.
-- **Owned** (``write_key=...``, optionally ``host=...``): the backend delivers by itself, through
-  its own pipeline: on the caller's thread map → encode once → bounded buffer; one sender
-  thread per process batches, posts, retries and splits (:mod:`eventtracking.segment.sender`).
-  Fork and exit are handled by :mod:`eventtracking.background`: a forked child (also one forked
-  in C, without Python's at-fork hooks) starts empty with a thread of its own, and at
-  interpreter exit the backend delivers by itself for up to ``exit_timeout`` seconds.
+- **Owned** (``write_key=...``, optionally ``host=...``): the backend delivers by itself: on the
+  caller's thread map → encode once → the bounded buffer of a
+  :class:`~eventtracking.segment.pipeline.Pipeline`, whose one sender thread per process
+  batches, posts, retries and splits (:mod:`eventtracking.segment.sender`). Backends and
+  :class:`~eventtracking.segment.client.Client` objects with the same host, key and delivery
+  options (or the same ``spool_dir``) share one pipeline. Fork and exit are handled by
+  :mod:`eventtracking.background`: a forked child (also one forked in C, without Python's
+  at-fork hooks) starts empty with a thread of its own, and at interpreter exit the pipeline
+  delivers by itself for up to ``exit_timeout`` seconds.
 
 In both modes ``send()`` never raises into the application. What it does not send is counted
 by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for drops).
@@ -20,27 +23,31 @@ by reason in ``stats()`` and logged (debug for skips, rate-limited warnings for 
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import threading
 from typing import Any, Optional
 
 import orjson
 
-from eventtracking import background, event_json
+from eventtracking import event_json
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
-from eventtracking.segment.buffer import open_buffer
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
-from eventtracking.segment.sender import ErrorHook, Sender
-from eventtracking.segment.stats import Counters, DropWarning
-from eventtracking.segment.transport import HttpTransport
+from eventtracking.segment.pipeline import (
+    CLOSED_WORKER,
+    DEFAULT_HOST,
+    Delivery,
+    MessageIds,
+    Pipeline,
+    acquire,
+)
+from eventtracking.segment.sender import ErrorHook
+from eventtracking.segment.stats import Counters
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "https://api.segment.io"
+__all__ = ["DEFAULT_HOST", "MessageIds", "SegmentBackend", "analytics"]
 
 
 def _import_clients() -> tuple[Any, Any]:
@@ -86,32 +93,6 @@ def _global_client() -> Any:
     ):
         return _SEGMENT_ANALYTICS
     return client
-
-
-class MessageIds:
-    """Message ids unique across processes and cheap to make: a random prefix and a counter.
-
-    A background owner (:mod:`eventtracking.background`) with nothing to close: a forked child
-    gets a new prefix, so parent and child never share an id, in both modes of the backend.
-    """
-
-    exit_timeout = 0.0
-
-    def __init__(self) -> None:
-        self.reset()
-        background.register(self)
-
-    def reset(self) -> None:
-        self._prefix = secrets.token_hex(8) + "-"
-        self._counter = itertools.count(1)
-
-    after_fork_in_child = reset
-
-    def next(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-    def close(self, timeout: Optional[float] = None) -> bool:
-        return True
 
 
 class SegmentBackend:
@@ -160,8 +141,7 @@ class SegmentBackend:
         self.exit_timeout = exit_timeout
         self._counters = Counters()
         self._ids = MessageIds()
-        self._full_warning = DropWarning()
-        self._sender: Optional[Sender] = None
+        self._pipeline: Optional[Pipeline] = None
         self._clients_used: list[Any] = []  # the global clients handed messages: flush() flushes them
         self._client_error_warned = False
         self._no_write_key_warned = False
@@ -175,28 +155,25 @@ class SegmentBackend:
                     "counted as skipped ('no_client'), not sent"
                 )
         else:
-            if not isinstance(write_key, str) or not write_key:
-                raise ValueError("write_key must be a non-empty string")
-            transport = HttpTransport(
-                host or DEFAULT_HOST, write_key, gzip_level=6 if gzip is True else int(gzip), timeout=timeout
-            )
-            self._buffer = open_buffer("SegmentBackend", max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
-            self._sender = Sender(
-                self._buffer,
-                transport,
-                self._counters,
+            delivery = Delivery(
+                write_key,
+                host or DEFAULT_HOST,
+                max_buffer_bytes=max_buffer_bytes,
                 batch_count=max_batch_size,
                 linger=flush_interval,
                 retry_budget=retry_timeout,
+                gzip_level=6 if gzip is True else int(gzip),
+                timeout=timeout,
                 on_error=on_error,
+                spool_dir=spool_dir,
+                spool_max_bytes=spool_max_bytes,
+                fsync=fsync,
             )
-            self._worker = self._sender.worker
-            background.register(self)
-            if spool_dir is not None and self._buffer.pending()[0]:
-                self._sender.ensure_started()  # send what an earlier process left without waiting for a send
+            self._pipeline = acquire(delivery, self._counters, exit_timeout, "SegmentBackend")
+            self._worker = self._pipeline.worker
 
     def __repr__(self) -> str:
-        mode = f"owned, {self._sender.transport!r}" if self._sender else "drop-in"
+        mode = f"owned, {self._pipeline.sender.transport!r}" if self._pipeline else "drop-in"
         return f"<SegmentBackend {mode}>"
 
     @property
@@ -204,7 +181,7 @@ class SegmentBackend:
         """Owned mode only reads its event (:class:`~eventtracking.backends.routing.ReadsOnly`):
         ``send`` encodes it before returning. The drop-in mode hands it to the global client,
         which keeps it until its thread encodes it, so a router gives that mode a copy."""
-        return self._sender is not None
+        return self._pipeline is not None
 
     # -- the caller's thread -----------------------------------------------------------------
 
@@ -218,7 +195,7 @@ class SegmentBackend:
             check_fork()  # before a forked child (also one forked in C) touches any state
             message = to_track_message(event, self._mapping)
             message["messageId"] = message_id or self._ids.next()
-            if self._sender is None:
+            if self._pipeline is None:
                 self._send_to_client(message)
                 return
             properties = message["properties"]
@@ -233,8 +210,8 @@ class SegmentBackend:
                 data = self._fit(message, len(data))
             if self._worker.thread is None and not self._worker.ensure_started():
                 raise SkipEvent("closed")
-            if not self._buffer.put(data):
-                self._buffer_full()
+            if not self._pipeline.buffer.put(data):
+                self._pipeline.buffer_full(self._counters, "SegmentBackend")
         except SkipEvent as skip:
             self._skip(skip.reason, event)
         except Unserializable as error:  # "unserializable", or "changed_during_send"
@@ -257,15 +234,6 @@ class SegmentBackend:
             MAX_MESSAGE_BYTES,
         )
         raise SkipEvent("oversized")
-
-    def _buffer_full(self) -> None:
-        detail = f"buffer full ({self._buffer.max_bytes} bytes)"
-        self._counters.add_reason("dropped", "buffer_full", 1, detail)
-        self._full_warning.dropped(
-            log,
-            "SegmentBackend buffer full (%d bytes): dropped %d events since the last warning",
-            self._buffer.max_bytes,
-        )
 
     def _skip(self, reason: str, event: Any, detail: str = "") -> None:
         self._counters.add_reason("skipped", reason, 1, detail)
@@ -324,17 +292,19 @@ class SegmentBackend:
         flush failed.
         """
         check_fork()
-        if self._sender is not None:
-            return self._sender.flush(timeout)
+        if self._pipeline is not None:
+            return self._pipeline.flush(timeout)
         return _flush_clients(self._clients_used, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop the sender thread; True when nothing was left."""
         check_fork()
-        if self._sender is None:
+        if self._pipeline is None:
             return self.flush(timeout)
-        background.unregister(self)
-        return self._sender.close(timeout)
+        if self._worker is CLOSED_WORKER:
+            return True
+        self._worker = CLOSED_WORKER  # this backend's sends are "closed" from now on
+        return self._pipeline.release(timeout)
 
     def stats(self) -> dict[str, Any]:
         """What the backend did, as plain data (a copy; never the write key):
@@ -353,29 +323,17 @@ class SegmentBackend:
         - owned mode: ``in_flight`` / ``buffered_bytes`` (accepted, not yet answered), and with a
           spool ``spool`` (spooled, acknowledged, pending, disk bytes...).
 
+        Owned mode: ``skipped``, ``trimmed`` and the ``buffer_full`` drops are this backend's;
+        the rest (``accepted``, ``delivered``, ``gave_up``...) are its pipeline's, which every
+        backend and client of the same delivery options in the process shares.
+
         ``on_error(reason, messages)`` gets the same detail: ``reason`` is a ``str`` with a
         ``detail`` attribute (``reason == "refused"``, ``reason.detail == "HTTP 401: ..."``).
         """
         check_fork()
-        result = self._counters.snapshot()
-        if self._sender is not None:
-            result["accepted"] = self._buffer.accepted
-            result["in_flight"], result["buffered_bytes"] = self._buffer.pending()
-            spool_stats = getattr(self._buffer, "stats", None)
-            if spool_stats is not None:  # a spool: spooled, acknowledged, pending... (counts and bytes)
-                result["spool"] = spool_stats()
-        return result
-
-    def metric_attributes(self) -> dict[str, str]:
-        """What names this backend in :mod:`eventtracking.metrics`: its Segment host, never its key."""
-        host = self._sender.transport.base_url if self._sender is not None else "drop-in"
-        return {"eventtracking.sender": "SegmentBackend", "eventtracking.host": host}
-
-    def after_fork_in_child(self) -> None:
-        """Called by :mod:`eventtracking.background` (owned mode): the child starts empty."""
-        assert self._sender is not None
-        self._sender.after_fork_in_child()
-        self._buffer = self._sender.buffer  # a spool's child has a part of its own
+        if self._pipeline is not None:
+            return self._pipeline.stats(self._counters)
+        return self._counters.snapshot()
 
 
 def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:

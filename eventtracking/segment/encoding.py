@@ -160,6 +160,11 @@ def datetime_json(value: datetime.datetime) -> orjson.Fragment:
     """A datetime as the JSON orjson writes for it (naive = UTC), computed so that no Python
     code runs inside orjson: a tzinfo that is not ``datetime.timezone`` (pytz, dateutil,
     ZoneInfo, the caller's own) is asked for its offset here first. Raises what that raises."""
+    return _fragment(datetime_bytes(value))
+
+
+def datetime_bytes(value: datetime.datetime) -> bytes:
+    """The JSON string of :func:`datetime_json` (ISO 8601, quoted), as bytes."""
     zone = value.tzinfo
     if zone is not None and type(zone) is not _UTC_TYPE:
         offset = value.utcoffset()
@@ -171,7 +176,7 @@ def datetime_json(value: datetime.datetime) -> orjson.Fragment:
             value.year, value.month, value.day, value.hour, value.minute, value.second,
             value.microsecond, value.tzinfo, fold=value.fold,
         )
-    return _fragment(_dumps(value, option=_OPTIONS))
+    return _dumps(value, option=_OPTIONS)
 
 
 def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, list[str]]:

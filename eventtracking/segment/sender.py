@@ -86,6 +86,7 @@ class Sender:
         retry_budget: Optional[float] = None,
         backoff: tuple[float, float] = (0.1, 10.0),
         on_error: Optional[ErrorHook] = None,
+        max_retries: Optional[int] = None,
     ) -> None:
         if not 1 <= batch_count:
             raise ValueError("batch_count must be at least 1")
@@ -99,6 +100,7 @@ class Sender:
         self.retry_budget = retry_budget
         self.backoff_base, self.backoff_max = backoff
         self.on_error = on_error
+        self.max_retries = max_retries  # None: the retry budget alone bounds a batch's retries
         self.worker = BackgroundThread(self._run, "eventtracking-segment-sender")
         self._give_up = threading.Event()  # cuts retry waits short when close() runs out of time
         self._pause = 0.0  # set when a batch was kept for later: wait this long before the next
@@ -235,7 +237,7 @@ class Sender:
                 if now + delay <= hold_until:
                     deadline = max(deadline, now + delay)
             self._last_delay = delay
-            if now + delay > deadline:
+            if now + delay > deadline or (self.max_retries is not None and attempt > self.max_retries):
                 return answer
             self.counters.add("retries")
             if self._give_up.wait(delay):

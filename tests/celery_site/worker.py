@@ -10,6 +10,9 @@
     ``SegmentBackend``;
   - ``official``: the official client, configured as edx-platform does (``analytics.write_key``
     and ``analytics.host`` at startup, then ``analytics.track``): analytics-python 1.4.post1.
+  - ``global``: ``eventtracking.segment.install_global_client(write_key=..., host=...)`` at
+    startup, then edx-platform's calls on the global module: ``analytics.track`` (``celery.global``)
+    and ``analytics.identify`` (whose traits name it ``celery.global_identify``, with the seq).
 
   A mode is one entry of :data:`EMITTERS`: what it sets up at startup, and how it emits. The
   global client's mode, for instance, is the line::
@@ -109,6 +112,23 @@ def _configure_official() -> None:
     analytics.host = COLLECTOR_URL
 
 
+def _install_global_client() -> None:
+    """install_global_client as EVENT_TRACKING_SEGMENT_CLIENT does it at a site's startup."""
+    from eventtracking.segment import install_global_client
+
+    options: dict = _spool("global")
+    if FLUSH_INTERVAL:
+        options["upload_interval"] = float(FLUSH_INTERVAL)
+    install_global_client(write_key=WRITE_KEY, host=COLLECTOR_URL, **options)
+
+
+def _track_and_identify(seq: int) -> None:
+    import analytics
+
+    analytics.track(USER_ID, "celery.global", {"seq": seq})
+    analytics.identify(USER_ID, {"seq": seq, "emitted_by": "celery.global_identify"})
+
+
 def _nothing() -> None:
     pass
 
@@ -122,6 +142,7 @@ EMITTERS: dict[str, Mode] = {
     "tracker": Mode(_nothing, partial(_emit, "celery.tracker")),
     "async": Mode(_nothing, partial(_emit, "celery.async")),
     "official": Mode(_configure_official, partial(_track, "official")),
+    "global": Mode(_install_global_client, _track_and_identify),
 }
 
 

@@ -8,7 +8,11 @@ Environment (set by :class:`conftest.Site`):
   line written with one ``write()`` after the emit (the tests compare it with the collector);
 - ``BACKEND_OPTIONS``: JSON, more SegmentBackend options (e.g. ``{"flush_interval": 10}``, which
   keeps a tail of events buffered when the server is stopped);
-- ``SPOOL_DIR`` (optional): the backend's ``spool_dir``.
+- ``SPOOL_DIR`` (optional): the backend's ``spool_dir``;
+- ``SEGMENT_CALLS`` (optional): ``global`` makes the view call ``segment.analytics.track``
+  instead of the tracker, after ``EVENT_TRACKING_SEGMENT_CLIENT`` installed our global client
+  (with ``BACKEND_OPTIONS`` as Client options); ``official``: the same call on the official
+  client, configured the edx-platform way (``write_key`` and ``host`` on the module).
 
 WSGI: ``testsite:application``. ASGI: ``testsite:asgi_application``, wrapped with the one line
 of :mod:`eventtracking.asgi` as the README tells uvicorn users, and ``testsite:bare_asgi_application``
@@ -25,7 +29,12 @@ OPTIONS.update(json.loads(os.environ.get("BACKEND_OPTIONS", "{}")))
 if os.environ.get("SPOOL_DIR"):
     OPTIONS["spool_dir"] = os.environ["SPOOL_DIR"]
 
+SEGMENT_CALLS = os.environ.get("SEGMENT_CALLS", "")
+CLIENT_OPTIONS = {"host": os.environ["COLLECTOR_URL"], **json.loads(os.environ.get("BACKEND_OPTIONS", "{}"))}
+
 settings.configure(
+    LMS_SEGMENT_KEY="wk-site",
+    EVENT_TRACKING_SEGMENT_CLIENT=CLIENT_OPTIONS if SEGMENT_CALLS == "global" else None,
     DEBUG=False,
     ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
@@ -33,9 +42,9 @@ settings.configure(
     INSTALLED_APPS=["eventtracking.django"],
     EVENT_TRACKING_ENABLED=True,
     EVENT_TRACKING_PROCESSORS=[],
-    EVENT_TRACKING_BACKENDS={
-        "segment": {"ENGINE": "eventtracking.backends.segment.SegmentBackend", "OPTIONS": OPTIONS},
-    },
+    EVENT_TRACKING_BACKENDS={}
+    if SEGMENT_CALLS
+    else {"segment": {"ENGINE": "eventtracking.backends.segment.SegmentBackend", "OPTIONS": OPTIONS}},
     LOGGING_CONFIG=None,
 )
 
@@ -51,13 +60,24 @@ from django.urls import path  # noqa: E402
 from eventtracking import tracker  # noqa: E402
 from eventtracking.asgi import deliver_on_shutdown  # noqa: E402
 
+if SEGMENT_CALLS:
+    from segment import analytics
+
+    if SEGMENT_CALLS == "official":
+        analytics.write_key, analytics.host = "wk-site", os.environ["COLLECTOR_URL"]
+    else:
+        assert analytics.default_client and analytics.write_key == "wk-site", "not installed by ready()"
+
 TRACKING_LOG = os.open(os.environ["TRACKING_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
 def emit(request):
     n = int(request.GET["n"])
-    with tracker.get_tracker().context("request", {"user_id": n}):
-        tracker.emit("site.event", {"n": n})
+    if SEGMENT_CALLS:
+        analytics.track(user_id=n, event="site.event", properties={"data": {"n": n}})
+    else:
+        with tracker.get_tracker().context("request", {"user_id": n}):
+            tracker.emit("site.event", {"n": n})
     os.write(TRACKING_LOG, f"{n}\n".encode())  # one write: lines of concurrent workers never mix
     return HttpResponse(str(os.getpid()))
 
