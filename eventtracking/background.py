@@ -272,7 +272,8 @@ def hook_celery() -> bool:
     """Connect :func:`close_all` to Celery's ``worker_process_shutdown`` and ``worker_shutdown``
     signals, once per process, if Celery has been imported; True once connected.
 
-    Never imports Celery itself; cheap when Celery is absent or already hooked (a dict lookup).
+    Imports nothing of Celery's unless Celery was imported already (then ``celery.signals``);
+    costs a dict lookup when Celery is absent or already hooked.
     """
     global _celery_hooked
     if _celery_hooked or "celery" not in sys.modules:
