@@ -1,7 +1,8 @@
 """The LMS's emit() path (issue 19): a tracking log through ``logging`` and a whitelist in front of
-SegmentBackend (owned mode, to the real collector), with the event shared instead of copied and
-encoded once. What must still hold: each backend sees an event no other branch changed, no
-Python code runs inside orjson, nothing is lost, and the log's lines carry the same values."""
+SegmentBackend (owned mode, to the real collector), with the event handed on instead of copied to
+what only reads it. What must still hold: each backend sees an event no other branch changed,
+the caller's dicts are untouched, no Python code runs inside orjson, nothing is lost, and the
+log's lines carry the values the original's encoder writes."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from datetime import datetime, timedelta, timezone, tzinfo
 import orjson
 import pytest
 
-from eventtracking import event_json
 from eventtracking.backends import logger as logger_module
 from eventtracking.backends.logger import DateTimeJSONEncoder, LoggerBackend
 from eventtracking.backends.routing import RoutingBackend, reads_only
@@ -160,25 +160,6 @@ def test_a_mutating_processor_or_backend_changes_no_other_branch(collector, trac
     assert first.seen[0]["context"]["module"] is not last.seen[0]["context"]["module"]
 
 
-def test_an_event_given_to_a_router_is_encoded_once_for_log_and_segment(collector, tracking_log, monkeypatch):
-    calls = []
-    real = event_json.dumps
-    monkeypatch.setattr(event_json, "dumps", lambda event: calls.append(1) or real(event))
-    backends, segment = lms_backends(collector.url)
-    event = {
-        "name": "edx.course.enrollment.activated",
-        "timestamp": datetime(2026, 11, 26, 12, 0, 1, 5, tzinfo=timezone.utc),
-        "data": {"mode": "audit"},
-        "context": request_context(1),
-    }
-    RoutingBackend(backends=backends).send(event)
-    assert calls == [1]
-    assert segment.flush(30)
-    [message] = collector.messages()
-    segment.close(5)
-    assert message["properties"] == json.loads(tracking_log.lines[0])
-
-
 EVENTS = {
     "utc": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
     "utc, no microseconds": datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
@@ -189,21 +170,15 @@ EVENTS = {
 
 
 @pytest.mark.parametrize("stamp", list(EVENTS.values()), ids=list(EVENTS))
-def test_the_shared_bytes_make_the_same_segment_message_and_log_line(stamp):
+def test_segment_properties_and_the_log_line_hold_the_original_encoders_values(stamp):
     event = {"name": "e", "data": {"x": [1, 2.5, None, "é"]}, "context": {"user_id": 3}}
     if stamp is not None:
         event["timestamp"] = stamp
     message = to_track_message(event)
     message["messageId"] = "m-1"
-    prior = event_json.pin(event)
-    try:
-        shared = event_json.shared(event)
-    finally:
-        event_json.unpin(prior)
-    assert shared is not None
-    spliced = dict(message, properties=orjson.Fragment(shared))
-    assert encode(spliced) == encode(message)
-    assert shared == logger_module.encode_event(event)  # the log line, outside any send
+    logged = json.loads(logger_module.encode_event(event))
+    assert logged == json.loads(json.dumps(event, cls=DateTimeJSONEncoder))
+    assert json.loads(encode(message))["properties"] == logged
 
 
 class PythonZone(tzinfo):
@@ -232,7 +207,7 @@ class PythonZone(tzinfo):
     ],
     ids=["offset", "python tzinfo", "nested datetime", "set"],
 )
-def test_what_log_and_segment_write_differently_is_not_shared(event, monkeypatch):
+def test_the_log_runs_no_python_code_inside_orjson_and_writes_the_original_values(event, monkeypatch):
     dumps_seen = []
     real = orjson.dumps
 
@@ -243,19 +218,24 @@ def test_what_log_and_segment_write_differently_is_not_shared(event, monkeypatch
         assert PythonZone.calls == dumps_seen[-1]  # no tzinfo method ran inside orjson
         return result
 
-    monkeypatch.setattr(event_json, "_dumps", watching)
-    prior = event_json.pin(event)
-    try:
-        assert event_json.shared(event) is None
-    finally:
-        event_json.unpin(prior)
+    monkeypatch.setattr(logger_module.orjson, "dumps", watching)
+    logged = json.loads(logger_module.encode_event(event))
+    assert dumps_seen  # the fast path was tried, and what it refused went to the stdlib
+    monkeypatch.undo()
+    assert logged == json.loads(json.dumps(event, cls=SetsAsLists))
 
 
-def test_nothing_is_shared_outside_a_send_nor_after_it(tracking_log):
+class SetsAsLists(DateTimeJSONEncoder):
+    """The original's encoder, which refuses sets, writing them as the log does: as lists."""
+
+    def default(self, o):
+        return list(o) if isinstance(o, (set, frozenset)) else super().default(o)
+
+
+def test_a_backend_called_again_logs_the_event_as_it_is_then(tracking_log):
     event = {"name": "e", "data": {"n": 1}}
     backend = LoggerBackend(name=LOG_NAME)
     RoutingBackend(backends={"log": backend}).send(event)
-    assert event_json.shared(event) is None
     event["data"]["n"] = 2
     backend.send(event)
     assert [json.loads(line)["data"]["n"] for line in tracking_log.lines] == [1, 2]
@@ -350,7 +330,7 @@ def test_tracker_context_still_decorates_and_restores():
 
 
 def test_a_branch_that_changed_its_copy_logs_its_own_values(tracking_log):
-    """The bytes encoded for the event the router was given are never used for a copy."""
+    """A branch's processor changes its own copy: the other branches log the event as given."""
 
     def mutate(event):
         event["data"]["mode"] = "changed"

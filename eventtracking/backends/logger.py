@@ -9,12 +9,18 @@ import threading
 from datetime import date, datetime, time, timezone
 from typing import Any
 
-from eventtracking import event_json
+import orjson
+
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import ImproperlyConfigured
+from eventtracking.segment.encoding import datetime_json
 
 MAX_EVENT_SIZE = 1024  # the original's default; Open edX's settings raise it to 50000
 LOG = logging.getLogger(__name__)
+
+# orjson alone, and only on what it reads without running Python code: datetimes (whose
+# tzinfo may be Python) and dataclasses are refused, and there is no default= hook.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 class LoggerBackend:
@@ -36,8 +42,7 @@ class LoggerBackend:
     When the target logger is not enabled for `level`, events are not even encoded.
 
     It only reads its event (:class:`~eventtracking.backends.routing.ReadsOnly`): a router
-    hands it the event without copying it, and the JSON it writes is the one the other backends
-    of the same ``send`` share (:mod:`eventtracking.event_json`).
+    hands it the event without copying it.
     """
 
     reads_only = True
@@ -92,16 +97,24 @@ def encode_event(event: Any) -> bytes:
     which then crashes the process). The event's own ``timestamp`` is written before orjson
     runs. Anything else orjson refuses (a datetime deeper in the event, objects, sets, integers
     beyond 64 bits, dict keys that are not strings) goes to the stdlib ``json`` module, which
-    raises instead of crashing when the event changes under it. Inside a router's ``send`` the
-    orjson bytes are those the other backends share (:mod:`eventtracking.event_json`).
+    raises instead of crashing when the event changes under it.
     """
-    encoded = event_json.shared(event)
-    if encoded is None:
-        encoded = event_json.dumps(event)
-    if encoded is not None:
-        return encoded
-    text = json.dumps(_stringify_keys(event), default=_default, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
+    try:
+        return orjson.dumps(_with_written_timestamp(event), option=_ORJSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):
+        text = json.dumps(_stringify_keys(event), default=_default, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8")
+
+
+def _with_written_timestamp(event: Any) -> Any:
+    """``event`` with its datetime ``timestamp`` as a JSON fragment in UTC (a shallow copy)."""
+    if type(event) is dict:
+        stamp = event.get("timestamp")
+        if type(stamp) is datetime:
+            if stamp.tzinfo is not None and stamp.tzinfo is not timezone.utc:
+                stamp = stamp.astimezone(timezone.utc)
+            return {**event, "timestamp": datetime_json(stamp)}
+    return event
 
 
 _PLAIN_LOGGERS = (logging.Logger, logging.RootLogger)

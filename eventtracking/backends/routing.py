@@ -10,7 +10,6 @@ from decimal import Decimal
 from typing import Any, Callable, Iterable, Mapping, Protocol
 from uuid import UUID
 
-from eventtracking import event_json
 from eventtracking.backends import event_name
 from eventtracking.processors.exceptions import EventEmissionExit, NoBackendEnabled, NoTransformerImplemented
 
@@ -75,8 +74,7 @@ class RoutingBackend:
        swallowed, and the remaining backends still run.
 
     ``send`` never raises. It also never mutates the event it is given: processors that may
-    change it work on a private copy. Inside ``send`` the event's JSON is encoded once for the
-    backends that write it whole (:mod:`eventtracking.event_json`).
+    change it work on a private copy.
 
     `backends` maps sortable names to objects with a callable ``send(event)``;
     `processors` is an iterable of callables. A ``RoutingBackend`` is itself a
@@ -127,14 +125,10 @@ class RoutingBackend:
 
         Never raises: see the class docstring for what happens to failures.
         """
-        prior = event_json.pin(event)
-        try:
-            if type(self) is RoutingBackend:
-                self._route_shared(event)
-            else:  # a subclass may process or route in ways of its own: it gets its copy
-                self._route(isolated_copy(event))
-        finally:
-            event_json.unpin(prior)
+        if type(self) is RoutingBackend:
+            self._route_shared(event)
+        else:  # a subclass may process or route in ways of its own: it gets its copy
+            self._route(isolated_copy(event))
 
     def _route(self, event: Any) -> None:
         """``send`` for an event this router owns: no one else holds it, so no copy is

@@ -27,9 +27,6 @@ import logging
 import threading
 from typing import Any, Optional
 
-import orjson
-
-from eventtracking import event_json
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
@@ -198,15 +195,8 @@ class SegmentBackend:
             if self._pipeline is None:
                 self._send_to_client(message)
                 return
-            properties = message["properties"]
-            # The event as the other backends of this routing pass write it (the tracking log),
-            # encoded once for all of them; spliced in as it is.
-            shared = event_json.shared(event) if properties is event else None
-            if shared is not None:
-                message["properties"] = orjson.Fragment(shared)
             data = encode(message)  # right-sized bytes: held in the buffer as they are
             if len(data) > MAX_MESSAGE_BYTES:
-                message["properties"] = properties
                 data = self._fit(message, len(data))
             if self._worker.thread is None and not self._worker.ensure_started():
                 raise SkipEvent("closed")
