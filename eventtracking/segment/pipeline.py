@@ -142,8 +142,12 @@ class Pipeline:
         once per interval."""
         detail = f"buffer full ({self.buffer.max_bytes} bytes)"
         counters.add_reason("dropped", "buffer_full", 1, detail)
-        message = "%s buffer full (%d bytes): dropped %d messages since the last warning"
-        self.full_warning.dropped(log, message, who, self.buffer.max_bytes)
+        self.full_warning.dropped(
+            log,
+            "%s buffer full (%d bytes): dropped %d messages since the last warning",
+            who,
+            self.buffer.max_bytes,
+        )
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything accepted (by every caller) was answered; False on timeout."""
