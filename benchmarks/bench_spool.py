@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import WRITE_KEY, collector_process, measure, median_row, openedx_event, spread, verdict  # noqa: E402
 
 from eventtracking.backends.segment import SegmentBackend  # noqa: E402
-from eventtracking.segment.spool import Spool, encode_record  # noqa: E402
+from eventtracking.queue.spool import Spool, encode_record  # noqa: E402
 
 Put = Callable[[bytes], object]
 _datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync

@@ -2,8 +2,8 @@
 caller's thread, so that a request never waits for the broker.
 
 ``Publisher.put(item)`` is the whole of the caller's part: the encoded event goes into a bounded
-buffer (the Segment pipeline's :class:`~eventtracking.segment.buffer.MemoryBuffer`, or its
-:class:`~eventtracking.segment.spool.Spool` with ``spool_dir``) and ``put`` returns. One thread per
+buffer (the Segment pipeline's :class:`~eventtracking.queue.memory.MemoryBuffer`, or its
+:class:`~eventtracking.queue.spool.Spool` with ``spool_dir``) and ``put`` returns. One thread per
 publisher and process (:class:`eventtracking.background.BackgroundThread`) takes batches and gives
 them to a *channel*, which knows the broker:
 
@@ -34,8 +34,9 @@ import time
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from eventtracking import background
-from eventtracking.segment.buffer import open_buffer
-from eventtracking.segment.stats import Counters, DropWarning
+from eventtracking.queue.base import Buffer
+from eventtracking.queue.factory import open_buffer
+from eventtracking.queue.stats import Counters, DropWarning
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Publisher:
 
     ``name`` names the thread and the log lines. ``max_buffer_bytes`` bounds the memory buffer
     (64 MiB); ``spool_dir`` keeps events on disk until published (``spool_max_bytes``, ``fsync``:
-    see :mod:`eventtracking.segment.spool`); ``exit_timeout`` (5 s) bounds the flush at exit;
+    see :mod:`eventtracking.queue.spool`); ``exit_timeout`` (5 s) bounds the flush at exit;
     ``batch_count`` (100) is the most items handed to the channel at once.
     """
 
@@ -124,7 +125,7 @@ class Publisher:
         self.exit_timeout = exit_timeout
         self.backoff_base, self.backoff_max = backoff
         self.counters = PublisherCounters()
-        self.buffer: Any = open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
+        self.buffer: Buffer = open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
         self._thread = background.BackgroundThread(self._run, f"eventtracking-{name}-publisher")
         self._give_up = threading.Event()  # close() ran out of time: stop waiting for the broker
         self._full_warning = DropWarning()

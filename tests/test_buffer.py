@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.queue.memory import MemoryBuffer
 
 STOP = threading.Event()
 STOP.set()  # never wait in these tests
@@ -68,7 +68,7 @@ def test_taken_items_are_not_referenced_twice():
     for item in items(10):
         buffer.put(item)
     buffer.take(4, 10_000, 0, STOP)
-    assert buffer._backlog[:4] == [None] * 4  # the sender's copy is the only one left
+    assert buffer._backlog[:4] == [b""] * 4  # the sender's copy is the only one left
 
 
 def test_take_waits_for_an_item_and_returns_empty_when_stopping():
@@ -90,3 +90,16 @@ def test_discard_inherited_starts_empty():
     buffer.discard_inherited()
     assert buffer.pending() == (0, 0) and buffer.accepted == 0
     assert buffer.put(b"child's")
+
+
+def test_the_old_import_paths_still_name_the_same_objects():
+    """``eventtracking.segment.buffer``, ``.spool`` and ``.stats`` are re-exports for one release."""
+    from eventtracking.queue import spool, stats
+    from eventtracking.queue.factory import open_buffer
+    from eventtracking.segment import buffer as old_buffer
+    from eventtracking.segment import spool as old_spool
+    from eventtracking.segment import stats as old_stats
+
+    assert old_buffer.MemoryBuffer is MemoryBuffer and old_buffer.open_buffer is open_buffer
+    assert old_spool.Spool is spool.Spool and old_spool.survey is spool.survey
+    assert old_stats.Counters is stats.Counters

@@ -330,7 +330,7 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
 
 
 def test_the_sender_survives_a_failing_buffer(collector, caplog):
-    from eventtracking.segment.buffer import MemoryBuffer
+    from eventtracking.queue.memory import MemoryBuffer
 
     class FlakyBuffer(MemoryBuffer):
         failures = 1

@@ -24,11 +24,7 @@ from hypothesis import strategies as st
 from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import deadletters
-from eventtracking.segment import spool as spool_module
-from eventtracking.segment.encoding import encode
-from eventtracking.segment.mapping import to_track_message
-from eventtracking.segment.pipeline import Delivery, Pipeline
-from eventtracking.segment.spool import (
+from eventtracking.queue.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
     IDLE_ROTATE_BYTES,
@@ -38,7 +34,11 @@ from eventtracking.segment.spool import (
     encode_record,
     iter_records,
 )
-from eventtracking.segment.stats import Counters
+from eventtracking.queue.stats import Counters
+from eventtracking.queue import spool as spool_module
+from eventtracking.segment.encoding import encode
+from eventtracking.segment.mapping import to_track_message
+from eventtracking.segment.pipeline import Delivery, Pipeline
 
 KEY = "wk-spool"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -888,7 +888,7 @@ def test_dead_letters_are_never_written_through_a_symbolic_link(collector, tmp_p
 
 SPOOLING_SCRIPT = """
 import sys, time
-from eventtracking.segment.spool import Spool
+from eventtracking.queue.spool import Spool
 spool = Spool(SPOOL)
 for i in range(COUNT):
     message = '{"type":"track","event":"left","userId":"1","messageId":"' + PREFIX + str(i) + '"}'
@@ -970,7 +970,7 @@ def test_a_forked_child_closing_what_it_inherited_leaves_the_parents_part_alone(
     process = start_script(
         """
         import os, sys
-        from eventtracking.segment.spool import Spool
+        from eventtracking.queue.spool import Spool
         spool = Spool(SPOOL)
         assert spool.put(b'{"m":1}')
         stop = __import__("threading").Event()

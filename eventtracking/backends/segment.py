@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
+from eventtracking.queue.stats import Counters
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
 from eventtracking.segment.pipeline import (
@@ -40,7 +41,6 @@ from eventtracking.segment.pipeline import (
     acquire,
 )
 from eventtracking.segment.sender import ErrorHook
-from eventtracking.segment.stats import Counters
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class SegmentBackend:
     ``exit_timeout`` (5 s to deliver at interpreter exit), ``on_error(reason, messages)``
     (called on the sender thread with the decoded messages finally refused or given up on),
     ``spool_dir`` (keep accepted events on disk until acknowledged; see
-    :mod:`eventtracking.segment.spool`), ``spool_max_bytes`` (1 GiB), ``fsync`` (False).
+    :mod:`eventtracking.queue.spool`), ``spool_max_bytes`` (1 GiB), ``fsync`` (False).
     Mapping options, both modes: ``exclude_fields``, ``anonymize_ip``, ``anonymous_id_field``
     (see :class:`~eventtracking.segment.mapping.MappingOptions`), ``trim_oversized``.
     """

@@ -37,10 +37,10 @@ from eventtracking.cli.args import (
     write_key,
 )
 from eventtracking.cli.output import cell, table
-from eventtracking.segment.buffer import MemoryBuffer
+from eventtracking.queue.memory import MemoryBuffer
+from eventtracking.queue.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
+from eventtracking.queue.stats import Counters
 from eventtracking.segment.sender import Sender
-from eventtracking.segment.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
-from eventtracking.segment.stats import Counters
 from eventtracking.segment.transport import HttpTransport
 from eventtracking.wording import plural
 

@@ -32,13 +32,13 @@ from eventtracking.cli.args import (
     positive_int,
 )
 from eventtracking.cli.args import write_key as resolve_write_key
+from eventtracking.queue.spool import DEAD_LETTER_FILE, DEAD_LETTER_LOCK
 from eventtracking.replay.checkpoint import Checkpoint, CheckpointError, key_fingerprint
 from eventtracking.replay.lines import SourceError, find_sources
 from eventtracking.replay.loop import DEFAULT_CHECKPOINT_EVERY, DryRun, Replay
 from eventtracking.replay.parts import DEFAULT_REQUESTS_PER_SECOND, EVENTS_PER_REQUEST, HOST_ENV, PART_BYTES
 from eventtracking.replay.refusals import Refusals
 from eventtracking.segment.mapping import MappingOptions, event_time
-from eventtracking.segment.spool import DEAD_LETTER_FILE, DEAD_LETTER_LOCK
 from eventtracking.wording import plural
 
 DEFAULT_LOCAL_DB = "eventtracking-local.sqlite3"
@@ -80,41 +80,63 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add("--since", type=_iso_time, default=None, metavar="TIME", help="only events at or after this ISO time")
     add("--until", type=_iso_time, default=None, metavar="TIME", help="only events before this ISO time")
     add(
-        "--name", type=_regex, action="append", default=[], metavar="REGEX",
+        "--name",
+        type=_regex,
+        action="append",
+        default=[],
+        metavar="REGEX",
         help="only events whose name matches (re.search); repeatable, any may match",
     )
     add("--checkpoint", default=None, metavar="FILE", help="resume state: skip what was acknowledged")
     add(
-        "--checkpoint-every", type=positive_int, default=DEFAULT_CHECKPOINT_EVERY, metavar="N",
+        "--checkpoint-every",
+        type=positive_int,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="N",
         help=f"lines between two checkpoints (default: {DEFAULT_CHECKPOINT_EVERY})",
     )
     add_spool(parser, "the spool directory: let the backend keep events on disk there until delivered")
     add(
-        "--dead-letters", default=None, metavar="DIR",
+        "--dead-letters",
+        default=None,
+        metavar="DIR",
         help="where messages the destination refuses one by one are kept, in DIR/deadletters.jsonl "
         f"(default: the --spool, else ./{DEFAULT_DEAD_LETTERS}; created when one is refused)",
     )
     add("--rate", type=positive_float, default=None, metavar="N", help="send at most N events/s")
     add(
-        "--celery", default=None, metavar="APP",
+        "--celery",
+        default=None,
+        metavar="APP",
         help="spread the replay over the workers of this Celery app (as `celery -A APP` takes it; its "
         "workers import eventtracking.tasks and have their own write key and host); needs --checkpoint",
     )
     add(
-        "--requests-per-second", type=positive_float, default=DEFAULT_REQUESTS_PER_SECOND, metavar="N",
+        "--requests-per-second",
+        type=positive_float,
+        default=DEFAULT_REQUESTS_PER_SECOND,
+        metavar="N",
         help=f"with --celery: one limit for all workers, in requests of {EVENTS_PER_REQUEST} events "
         f"(default: {DEFAULT_REQUESTS_PER_SECOND:g}; Segment asks for under 1,000)",
     )
     add(
-        "--part-bytes", type=positive_int, default=PART_BYTES, metavar="N",
+        "--part-bytes",
+        type=positive_int,
+        default=PART_BYTES,
+        metavar="N",
         help=f"with --celery: a plain local file larger than this is sent as parts (default: {PART_BYTES})",
     )
     add(
-        "--anonymous-id-field", default=None, metavar="PATH",
+        "--anonymous-id-field",
+        default=None,
+        metavar="PATH",
         help="send events without a user id under the anonymousId at this dotted path (context.session)",
     )
     add(
-        "--retry-timeout", type=positive_float, default=None, metavar="S",
+        "--retry-timeout",
+        type=positive_float,
+        default=None,
+        metavar="S",
         help="give up on a batch the destination does not take after S seconds of retries (default: never)",
     )
     parser.set_defaults(run=run)
@@ -173,8 +195,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         if not found.sources:
             raise SourceError(found.nothing_readable())
         for link in found.not_followed:
-            print(f"eventtracking replay: not followed (a link out of the tree or to a directory): {link}",
-                  file=sys.stderr)
+            print(
+                f"eventtracking replay: not followed (a link out of the tree or to a directory): {link}",
+                file=sys.stderr,
+            )
         sources = found.sources
         checkpoint = None
         if args.checkpoint:
@@ -242,8 +266,12 @@ def _check_celery_args(args: argparse.Namespace) -> None:
     given = [
         option
         for option, value in (
-            ("--write-key", args.write_key), ("--host", args.host), ("--local", args.local),
-            ("--dry-run", args.dry_run), ("--spool", args.spool), ("--rate", args.rate),
+            ("--write-key", args.write_key),
+            ("--host", args.host),
+            ("--local", args.local),
+            ("--dry-run", args.dry_run),
+            ("--spool", args.spool),
+            ("--rate", args.rate),
         )
         if value
     ]
@@ -254,8 +282,10 @@ def _check_celery_args(args: argparse.Namespace) -> None:
             "--requests-per-second"
         )
     if not args.checkpoint:
-        raise UsageError("--celery needs --checkpoint FILE: the parts done are recorded there, so that the "
-                         "same command resumes a run that was stopped")
+        raise UsageError(
+            "--celery needs --checkpoint FILE: the parts done are recorded there, so that the "
+            "same command resumes a run that was stopped"
+        )
     if "-" in args.paths:
         raise UsageError("--celery reads files and objects the workers can reach: not - (stdin)")
 

@@ -212,9 +212,7 @@ def parse_request_body(body: bytes, implied_type: Optional[str]) -> Tuple[List[A
     return [document], document
 
 
-def encode_messages(
-    messages: List[Any], batch_context: Optional[dict]
-) -> List[Tuple[dict, bytes]]:
+def encode_messages(messages: List[Any], batch_context: Optional[dict]) -> List[Tuple[dict, bytes]]:
     """Check each message and return it with the compact JSON to store, in order.
 
     Removes any ``writeKey`` (a secret) from the messages.  Raises :class:`Refusal` for a

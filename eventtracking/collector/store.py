@@ -52,9 +52,7 @@ def as_text(value: Any) -> Optional[str]:
     return orjson.dumps(value).decode()
 
 
-def make_row(
-    message: dict, body: str, received_at: str, sent_at: Optional[str], route: str
-) -> Row:
+def make_row(message: dict, body: str, received_at: str, sent_at: Optional[str], route: str) -> Row:
     """Build the row for one message whose stored JSON text is ``body``."""
     get = message.get
     return (
@@ -205,4 +203,3 @@ def _private_file(path: str) -> None:
 def _uri_path(path: str) -> str:
     # '?' and '#' would end the path part of an SQLite URI.
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-

@@ -87,7 +87,6 @@ class _StopRequested(Exception):
     """:meth:`Replay.stop` was called: stop reading at a line boundary, deliver, checkpoint."""
 
 
-
 class DryRun:
     """A stand-in for SegmentBackend that maps, encodes and counts, and sends nothing."""
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional
 
 import orjson
 
-from eventtracking.segment.spool import DEAD_LETTER_FILE, append_dead_letters, dead_letter_lines
+from eventtracking.queue.spool import DEAD_LETTER_FILE, append_dead_letters, dead_letter_lines
 
 FAILED_SHOWN = 10
 # Refusals that say the write key or the host is wrong, whatever the message: with their fix.

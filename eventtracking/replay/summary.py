@@ -7,7 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from eventtracking.segment.spool import DEAD_LETTER_FILE
+from eventtracking.queue.spool import DEAD_LETTER_FILE
 from eventtracking.wording import plural
 
 UNREADABLE_SHOWN = 10
@@ -154,5 +154,3 @@ def failure_details(stats: Dict[str, Any]) -> Dict[str, str]:
         if detail:
             result[str(reason)] = str(detail)
     return result
-
-

@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 from eventtracking.backends.segment import _import_clients
 from eventtracking.background import check_fork
+from eventtracking.queue.stats import Counters
 from eventtracking.segment import messages
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import SkipEvent
@@ -34,7 +35,6 @@ from eventtracking.segment.pipeline import (
     acquire,
 )
 from eventtracking.segment.sender import ErrorHook
-from eventtracking.segment.stats import Counters
 
 log = logging.getLogger(__name__)
 

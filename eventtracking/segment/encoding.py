@@ -168,13 +168,18 @@ def datetime_bytes(value: datetime.datetime) -> bytes:
     zone = value.tzinfo
     if zone is not None and type(zone) is not _UTC_TYPE:
         offset = value.utcoffset()
-        value = datetime.datetime.replace(
-            value, tzinfo=None if offset is None else datetime.timezone(offset)
-        )
+        value = datetime.datetime.replace(value, tzinfo=None if offset is None else datetime.timezone(offset))
     if type(value) is not _DATETIME:  # a subclass: orjson must not meet its methods either
         value = datetime.datetime(
-            value.year, value.month, value.day, value.hour, value.minute, value.second,
-            value.microsecond, value.tzinfo, fold=value.fold,
+            value.year,
+            value.month,
+            value.day,
+            value.hour,
+            value.minute,
+            value.second,
+            value.microsecond,
+            value.tzinfo,
+            fold=value.fold,
         )
     return _dumps(value, option=_OPTIONS)
 

@@ -10,7 +10,7 @@ Callers (backends, clients) map and encode on their own thread, then hand the by
 the spool directory is: a spool directory is opened once per process), else a new one.
 
 Counting is split at the buffer: a caller counts what it refused (``skipped``, ``buffer_full``,
-``trimmed``) in a :class:`~eventtracking.segment.stats.Counters` of its own; the pipeline counts
+``trimmed``) in a :class:`~eventtracking.queue.stats.Counters` of its own; the pipeline counts
 what happened after (``accepted``, ``delivered``, retries, ``gave_up``, ``refused``...), for all
 its callers together. :meth:`Pipeline.stats` merges the two.
 """
@@ -28,9 +28,9 @@ from typing import Any, Optional
 
 from eventtracking import background
 from eventtracking.background import BackgroundThread
-from eventtracking.segment.buffer import open_buffer
+from eventtracking.queue.factory import open_buffer
+from eventtracking.queue.stats import Counters, DropWarning
 from eventtracking.segment.sender import ErrorHook, Sender
-from eventtracking.segment.stats import Counters, DropWarning
 from eventtracking.segment.transport import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -192,9 +192,9 @@ class Pipeline:
             result["reasons"].update(mine["reasons"])
         result["accepted"] = self.buffer.accepted
         result["in_flight"], result["buffered_bytes"] = self.buffer.pending()
-        spool_stats = getattr(self.buffer, "stats", None)
-        if spool_stats is not None:  # a spool: spooled, acknowledged, pending... (counts and bytes)
-            result["spool"] = spool_stats()
+        store = self.buffer.stats()
+        if store is not None:  # a spool: spooled, acknowledged, pending... (counts and bytes)
+            result["spool"] = store
         return result
 
     def metric_attributes(self) -> dict[str, str]:

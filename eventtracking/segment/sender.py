@@ -38,8 +38,8 @@ from typing import Callable, Optional
 import orjson
 
 from eventtracking.background import BackgroundThread
-from eventtracking.segment.buffer import MemoryBuffer
-from eventtracking.segment.stats import Counters
+from eventtracking.queue.base import Buffer
+from eventtracking.queue.stats import Counters
 from eventtracking.segment.transport import NETWORK_ERROR, Answer, HttpTransport, batch_body
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Sender:
 
     def __init__(
         self,
-        buffer: MemoryBuffer,
+        buffer: Buffer,
         transport: HttpTransport,
         counters: Counters,
         *,

@@ -1,0 +1,86 @@
+"""The contract between the parts that put messages, the buffer that holds them, and the worker
+that takes them: the :class:`Buffer` Protocol, and the wait helper both buffers share.
+
+Two buffers satisfy it: :class:`~eventtracking.queue.memory.MemoryBuffer` and the durable
+:class:`~eventtracking.queue.spool.Spool`. A take is settled by exactly one of three outcomes,
+persist-queue's ack, nack and ack_failed: ``done`` (the destination gave its final answer),
+``keep_for_later`` (not delivered, try again later: only a spool can) and ``dead_letter``
+(finally refused: a spool writes it down, memory forgets it; the worker has counted it).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Protocol
+
+
+class Buffer(Protocol):
+    """A bounded FIFO of encoded messages between any number of putting threads and one taking
+    thread. Every method is thread-safe; none raises for a full or failing store."""
+
+    max_bytes: int  # the bound ``put`` keeps (memory: bytes buffered; spool: bytes on disk)
+
+    @property
+    def accepted(self) -> int:
+        """Messages ``put`` and kept by this process."""
+
+    def put(self, item: bytes) -> bool:
+        """Keep one encoded message; False (nothing kept, at once) when it would pass the bound."""
+
+    def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
+        """The next batch: at most ``max_count`` items and ``max_bytes`` bytes (one larger item goes
+        alone). Blocks for the first item, then up to ``linger`` seconds for a full batch unless
+        ``stop`` is set or a flush waits. [] only when stopping with nothing to take."""
+
+    def done(self, batch: list[bytes]) -> None:
+        """``batch`` (as taken) has had its final answer: forget it (ack)."""
+
+    def keep_for_later(self, batch: list[bytes]) -> bool:
+        """``batch`` was not delivered: True when kept for a later take (nack), False when lost."""
+
+    def dead_letter(self, reason: str, batch: list[bytes]) -> None:
+        """``batch`` was finally refused for ``reason`` (ack_failed); ``done`` follows."""
+
+    def wake(self) -> None:
+        """Wake a taker blocked in ``take`` (stop was set, or a flush wants the batch now)."""
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        """Wait until nothing is buffered or taken; False when ``timeout`` ran out first."""
+
+    def pending(self) -> tuple[int, int]:
+        """(messages, bytes) kept and not yet settled."""
+
+    def stats(self) -> Optional[dict[str, Any]]:
+        """What the store reports beyond ``pending`` (a spool: its disk); None for memory."""
+
+    def close(self) -> None:
+        """Release what the buffer holds open (a spool's directory); later puts are refused."""
+
+    def discard_inherited(self) -> Buffer:
+        """In a forked child: the buffer the child uses from now on, without the parent's items
+        (the parent delivers them) and with fresh locks."""
+
+
+class SenderWait:
+    """How the taker waits for items, shared by the memory buffer and the spool.
+
+    The sender says how many items it wants (``_wait``); ``put`` wakes it once when that many
+    are there (``_wake_if_wanted``). Waking costs more than the append, so it happens only when
+    asked, and only once: a notify per put would tax every event while the sender is slow to
+    wake. Subclasses own ``_lock``, ``_readable`` (a Condition on it) and ``_wanted``.
+    """
+
+    _readable: threading.Condition
+    _wanted: int
+
+    def _wait(self, wanted: int, timeout: float) -> None:
+        self._wanted = wanted
+        try:
+            self._readable.wait(timeout)
+        finally:
+            self._wanted = 0
+
+    def _wake_if_wanted(self, available: int) -> None:
+        if self._wanted and available >= self._wanted:
+            self._wanted = 0
+            self._readable.notify()
