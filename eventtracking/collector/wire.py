@@ -26,29 +26,6 @@ import orjson
 from eventtracking.segment.encoding import MAX_DEPTH, MAX_MESSAGE_BYTES
 from eventtracking.segment.sender import MAX_BATCH_BYTES as MAX_BODY_BYTES  # raw, and once decompressed
 
-__all__ = [
-    "DEFAULT_RECEIVED_LIMIT",
-    "LINGER_BYTES",
-    "LINGER_SECONDS",
-    "MAX_BODY_BYTES",
-    "MAX_CONNECTIONS",
-    "MAX_GZIP_MEMBERS",
-    "MAX_HEAD_BYTES",
-    "MAX_MESSAGE_BYTES",
-    "MAX_RECEIVED_LIMIT",
-    "HeadBudget",
-    "Refusal",
-    "busy_answer",
-    "decode_body",
-    "encode_messages",
-    "error_body",
-    "key_from_basic_auth",
-    "parse_request_body",
-    "read_body",
-    "received_query",
-    "same_key",
-]
-
 MAX_HEAD_BYTES = 128 * 1024  # request line and headers of one request (the line alone: 64 KiB)
 MAX_CONNECTIONS = 32
 # A connection refused mid-request is drained this long, and of at most this much, before it
