@@ -129,7 +129,6 @@ def remote_warning(url: str, has_key: bool) -> str:
     )
 
 
-
 class Collector:
     """A Segment-compatible collector on loopback, storing what it accepts in SQLite.
 
