@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import main
 from eventtracking.collector import Collector
-from eventtracking.replay import Replay, loop, message_id, to_live_event
+from eventtracking.replay import Replay, flow, message_id, to_live_event
 from eventtracking.replay import lines as lines_module
 from eventtracking.replay.checkpoint import Checkpoint
 from eventtracking.replay.lines import Source
@@ -631,7 +631,7 @@ def test_rate_spaces_events_on_the_clock(collector, tmp_path, monkeypatch):
         clock["slept"].append(seconds)
         clock["now"] += seconds
 
-    monkeypatch.setattr(loop, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
+    monkeypatch.setattr(flow, "time", SimpleNamespace(monotonic=lambda: clock["now"], sleep=sleep))
     summary = Replay(DryRun(MappingOptions()), rate=2.0).run([Source(str(log), str(log))])
     assert summary.sent == 5
     assert sum(clock["slept"]) == pytest.approx(4 / 2.0)  # 5 events at 2/s: the last one at 2 s

@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
-from eventtracking.queue.stats import Counters
+from eventtracking.queue.stats import Counters, Progress
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
 from eventtracking.segment.pipeline import (
@@ -324,6 +324,15 @@ class SegmentBackend:
         if self._pipeline is not None:
             return self._pipeline.stats(self._counters)
         return self._counters.snapshot()
+
+    def progress(self) -> Progress:
+        """:meth:`stats`, typed (:class:`~eventtracking.queue.stats.Progress`): what a caller
+        that watches this backend's deliveries reads (the replay). Drop-in mode: nothing is
+        buffered here, so ``in_flight`` and ``buffered_bytes`` are 0."""
+        check_fork()
+        if self._pipeline is not None:
+            return self._pipeline.progress(self._counters)
+        return Progress.from_stats(self._counters.snapshot())
 
 
 def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:

@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 WARNING_INTERVAL = 10.0  # seconds between two warnings of one DropWarning
@@ -61,6 +63,49 @@ class Counters:
     def reset_after_fork(self) -> None:
         """The child counts its own work; the parent's lock may have been held at fork time."""
         Counters.__init__(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a backend's deliveries stand, typed: what a caller that watches them (the replay's
+    back-pressure, drain, stop and checkpoint rules) reads instead of ``stats()`` keys.
+
+    ``accepted`` .. ``deferred``, ``skipped``, ``dropped``, ``reasons`` and ``last_error`` are the
+    :class:`Counters` of the same names; ``in_flight`` and ``buffered_bytes`` what the buffer holds
+    not yet answered (messages, bytes); ``dead_letters`` the messages a spool kept as refused (0
+    without a spool). A copy: never live state.
+    """
+
+    accepted: int = 0
+    delivered: int = 0
+    retries: int = 0
+    deferred: int = 0
+    in_flight: int = 0
+    buffered_bytes: int = 0
+    last_error: Optional[str] = None
+    dead_letters: int = 0
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any]) -> Progress:
+        """The progress in a backend's ``stats()`` (a :meth:`Counters.snapshot` with, when it has
+        a buffer, ``in_flight``, ``buffered_bytes`` and a spool's ``spool``)."""
+        spool = stats.get("spool") or {}
+        return cls(
+            accepted=stats.get("accepted", 0),
+            delivered=stats.get("delivered", 0),
+            retries=stats.get("retries", 0),
+            deferred=stats.get("deferred", 0),
+            in_flight=stats.get("in_flight", 0),
+            buffered_bytes=stats.get("buffered_bytes", 0),
+            last_error=stats.get("last_error"),
+            dead_letters=spool.get("dead_letters") or 0,
+            skipped=dict(stats.get("skipped") or {}),
+            dropped=dict(stats.get("dropped") or {}),
+            reasons={str(reason): str(detail) for reason, detail in (stats.get("reasons") or {}).items()},
+        )
 
 
 class DropWarning:

@@ -13,7 +13,11 @@ messageId). The modules:
 * :mod:`~eventtracking.replay.checkpoint`: per input, the line up to which all was acknowledged;
 * :mod:`~eventtracking.replay.refusals`: refusals of the configuration (stop) and of one
   message (dead letters);
-* :mod:`~eventtracking.replay.loop`: the replay loop; :mod:`~eventtracking.replay.summary` its summary;
+* :mod:`~eventtracking.replay.reading`: an input's lines as numbered events, and the selection;
+* :mod:`~eventtracking.replay.flow`: flow control (back-pressure, drain, stop and checkpoint rules)
+  on the sink's typed :class:`~eventtracking.queue.stats.Progress`;
+* :mod:`~eventtracking.replay.loop`: the replay loop, which joins them;
+  :mod:`~eventtracking.replay.summary`: the progress bar and the summary;
 * :mod:`~eventtracking.replay.parts`, :mod:`~eventtracking.replay.tasks` and
   :mod:`~eventtracking.replay.distributed`: a replay spread over Celery workers (``--celery``).
 

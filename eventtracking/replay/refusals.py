@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import orjson
 
 from eventtracking.queue.spool import DEAD_LETTER_FILE, append_dead_letters, dead_letter_lines
+from eventtracking.queue.stats import Progress
 
 FAILED_SHOWN = 10
 # Refusals that say the write key or the host is wrong, whatever the message: with their fix.
@@ -102,16 +103,17 @@ class Refusals:
     def dead_letter_file(self) -> str:
         return os.path.join(self.dead_letters or ".", DEAD_LETTER_FILE)
 
-    def configuration_error(self, stats: Dict[str, Any]) -> Optional[str]:
-        """Why the destination refuses this run's configuration, with the fix; None when it does not."""
+    def configuration_error(self, progress: Progress) -> Optional[str]:
+        """Why the destination refuses this run's configuration, with the fix; None when it does
+        not (``progress``: the backend's)."""
         if self.configuration is not None:
             return self.configuration
-        last_error = stats.get("last_error")
+        last_error = progress.last_error
         if 300 <= status_of(last_error) < 400:
             return f"{last_error}: {REDIRECT_FIX}"
-        if not stats.get("delivered") and len(self.by_status) == 1:
+        if not progress.delivered and len(self.by_status) == 1:
             [(status, count)] = self.by_status.items()
             if 400 <= status < 500 and count >= SAME_REFUSAL_MESSAGES:
-                detail = (stats.get("reasons") or {}).get("refused") or f"HTTP {status}"
+                detail = progress.reasons.get("refused") or f"HTTP {status}"
                 return f"{detail}, for each of {count:,} messages: {SAME_REFUSAL_FIX}"
         return None

@@ -1,13 +1,19 @@
-"""The summary a replay prints (:class:`Summary`), and the backend's failure details as text."""
+"""What a replay shows: the progress bar while it runs (:class:`ProgressBar`), the summary when it
+ends (:class:`Summary`, built from the sink's :class:`~eventtracking.queue.stats.Progress` by
+:meth:`Summary.take_outcome`), and the backend's failure details as text."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from eventtracking.queue.spool import DEAD_LETTER_FILE
+from eventtracking.queue.stats import Progress
+from eventtracking.replay.lines import Source
+from eventtracking.replay.refusals import Refusals
 from eventtracking.wording import plural
 
 UNREADABLE_SHOWN = 10
@@ -45,6 +51,23 @@ class Summary:
         self.unreadable += 1
         if len(self.unreadable_shown) < UNREADABLE_SHOWN:
             self.unreadable_shown.append(f"{where}: {reason}")
+
+    def take_outcome(self, progress: Progress, failures: Optional[Refusals] = None) -> None:
+        """Fill in what the sink did with the events (``progress``, once it was closed) and what
+        the destination refused (``failures``, the backend's ``on_error``)."""
+        self.sent = sent(progress, self.dry_run)
+        self.skipped = dict(progress.skipped)
+        self.failed = dict(progress.dropped)
+        self.failed_details = failure_details(progress)
+        if failures is not None:
+            self.failed_shown = list(failures.shown)
+            self.dead_letters = failures.kept
+            self.dead_letter_dir = failures.dead_letters
+            self.dead_letters_not_kept = failures.not_kept
+        if progress.dead_letters:  # the backend's spool keeps them (--spool)
+            self.dead_letters = progress.dead_letters
+        if progress.in_flight:
+            self.failed["not_answered"] = progress.in_flight
 
     @property
     def failed_total(self) -> int:
@@ -141,16 +164,72 @@ def _reasons(counts: Dict[str, int], details: Optional[Dict[str, str]] = None) -
     )
 
 
-def failure_details(stats: Dict[str, Any]) -> Dict[str, str]:
-    """The reason -> detail mapping of a backend's ``stats()`` (the HTTP status and the server's
-    reason, or the network error and host), as text; {} when the backend gives none."""
-    details = stats.get("reasons") or {}
-    result: Dict[str, str] = {}
-    for reason, detail in details.items() if isinstance(details, dict) else ():
-        if isinstance(detail, dict):  # several details for one reason: the most frequent first
-            detail = "; ".join(str(text) for text, _ in sorted(detail.items(), key=lambda item: -item[1]))
-        elif isinstance(detail, (list, tuple)):
-            detail = "; ".join(str(text) for text in detail)
-        if detail:
-            result[str(reason)] = str(detail)
-    return result
+class ProgressBar:
+    """The progress bar (tqdm, on stderr): the bytes of the inputs read against their total size
+    (compressed bytes for gzip), so it has a percentage and an ETA; a count of lines alone when
+    an input is stdin. It shows the lines read and the events sent so far; when the run ends it
+    shows the summary's own figures for both."""
+
+    def __init__(self, sources: Sequence[Source], verb: str = "sent") -> None:
+        from tqdm import tqdm
+
+        self._verb = verb
+        self._sizes = {source.key: _size(source) for source in sources}
+        self.total: Optional[int] = None
+        if None not in self._sizes.values():
+            self.total = sum(size or 0 for size in self._sizes.values())
+            bar_options: Dict[str, Any] = {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
+            self.bar = tqdm(total=self.total, file=sys.stderr, mininterval=0.5, **bar_options)
+        else:
+            self.bar = tqdm(unit=" lines", unit_scale=True, file=sys.stderr, mininterval=0.5)
+        self._done = 0  # bytes of the inputs read to the end
+        self._raw: Any = None
+
+    def start(self, source: Source, stream: Any) -> None:
+        """Follow ``stream``, the input being read (its raw file, below any gzip)."""
+        self._raw = getattr(stream, "fileobj", stream) if self.total is not None else None
+
+    def end(self, source: Source) -> None:
+        self._raw = None
+        self._done += self._sizes.get(source.key) or 0
+
+    def update(self, lines: int, sent: int) -> None:
+        position = lines
+        if self.total is not None:
+            position = self._done
+            try:
+                position += self._raw.tell() if self._raw is not None else 0
+            except (OSError, ValueError):
+                pass
+            position = min(position, self.total)
+        self.bar.update(position - self.bar.n)
+        self.bar.set_postfix_str(f"{lines:,} lines, {sent:,} {self._verb}", refresh=False)
+
+    def finish(self, lines: int, sent: int, complete: bool) -> None:
+        """Show the final figures (the summary's) and close the bar."""
+        if self.total is not None and complete:
+            self.bar.update(self.total - self.bar.n)
+        elif self.total is None:
+            self.bar.update(lines - self.bar.n)
+        self.bar.set_postfix_str(f"{lines:,} lines, {sent:,} {self._verb}", refresh=False)
+        self.bar.close()
+
+
+def _size(source: Source) -> Optional[int]:
+    if source.is_stdin or source.is_object:
+        return source.size
+    try:
+        return os.path.getsize(source.key)
+    except OSError:
+        return None
+
+
+def sent(progress: Progress, dry_run: bool) -> int:
+    """The events a run counts as sent: delivered; a dry run's, those that would be."""
+    return progress.accepted if dry_run else progress.delivered
+
+
+def failure_details(progress: Progress) -> Dict[str, str]:
+    """Reason -> what the server or the network said (the HTTP status and the server's reason,
+    or the network error and host), for the reasons that have a detail."""
+    return {reason: detail for reason, detail in progress.reasons.items() if detail}

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from eventtracking import background
 from eventtracking.background import BackgroundThread
 from eventtracking.queue.factory import open_buffer
-from eventtracking.queue.stats import Counters, DropWarning
+from eventtracking.queue.stats import Counters, DropWarning, Progress
 from eventtracking.segment.sender import ErrorHook, Sender
 from eventtracking.segment.transport import HttpTransport
 
@@ -201,6 +201,11 @@ class Pipeline:
         """What names this pipeline in :mod:`eventtracking.metrics`: who opened it and its
         Segment host, never its key."""
         return {"eventtracking.sender": self.owner, "eventtracking.host": self.sender.transport.base_url}
+
+    def progress(self, own: Optional[Counters] = None) -> Progress:
+        """:meth:`stats` (for the caller whose refusals are ``own``), typed: what a caller that
+        watches its deliveries reads (the replay)."""
+        return Progress.from_stats(self.stats(own))
 
 
 _lock = threading.Lock()
