@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import deadletters
+from eventtracking.queue import spool as spool_module
 from eventtracking.queue.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
@@ -34,9 +35,8 @@ from eventtracking.queue.spool import (
     encode_record,
     iter_records,
 )
-from eventtracking.queue.stats import Counters
-from eventtracking.queue import spool as spool_module
 from eventtracking.queue.spool import records as spool_records
+from eventtracking.queue.stats import Counters
 from eventtracking.segment.encoding import encode
 from eventtracking.segment.mapping import to_track_message
 from eventtracking.segment.pipeline import Delivery, Pipeline

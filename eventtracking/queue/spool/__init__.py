@@ -107,7 +107,7 @@ from collections import deque
 from typing import Any, Optional
 
 from eventtracking.queue.base import SenderWait
-from eventtracking.queue.spool.backlog import Backlog, SpoolCounts
+from eventtracking.queue.spool.backlog import IDLE_ROTATE_BYTES, Backlog, SpoolCounts
 from eventtracking.queue.spool.deadletters import (
     DEAD_LETTER_FILE,
     DEAD_LETTER_LOCK,
@@ -136,7 +136,6 @@ from eventtracking.queue.spool.records import (
 log = logging.getLogger(__name__)  # the one logger of the spool's modules (records.log is this one)
 
 SEGMENT_BYTES = 4 * 1024 * 1024
-IDLE_ROTATE_BYTES = 256 * 1024  # all acknowledged and the segment is this big: truncate it
 SCAN_INTERVAL = 1.0
 
 __all__ = [
@@ -231,11 +230,7 @@ class Spool(SenderWait):
             if not item or self._closed:
                 return False
             own = self._backlog.own
-            used = (
-                (own.pending_bytes if own is not None else 0)
-                + self._others.bytes
-                + self._others.foreign_bytes
-            )
+            used = (own.pending_bytes if own else 0) + self._others.bytes + self._others.foreign_bytes
             if used + len(record) > self.max_bytes or not self._backlog.put(item, record):
                 return False
             self._wake_if_wanted(self._backlog.available())
@@ -277,8 +272,7 @@ class Spool(SenderWait):
                     self._in_flight.append(_Flight(backlog.own, len(batch), size, start, end))
                     return batch
                 else:
-                    source, start = backlog.own, backlog.disk_from
-                    assert source is not None and start is not None
+                    source, start = backlog.unread()
                 segments = source.to_read(start)
             # Only this thread reads, and only what was fully written: no lock needed.
             batch, end, corrupt = read_batch(source.path, start, segments, max_count, max_bytes)
@@ -321,16 +315,12 @@ class Spool(SenderWait):
             self._settle_if_idle()
 
     def _settle(self, source: Part, end: Position) -> None:
-        """Everything of ``source`` before ``end`` is settled (lock held): acknowledge it; remove
-        an adopted part all of which is; truncate the own part's segment once all is (in place,
-        which needs no free space)."""
+        """Everything of ``source`` before ``end`` is settled (lock held)."""
         flying = any(flight.source is source for flight in self._in_flight)
         if source is self._backlog.own:
-            idle = self._backlog.caught_up() and not flying
-            write_error = self._backlog.write_error
-            source.acknowledge(end, (0 if write_error else IDLE_ROTATE_BYTES) if idle else None)
-            return
-        self._others.settle(source, end, flying)
+            self._backlog.settle(end, flying)
+        else:
+            self._others.settle(source, end, flying)
 
     def _settle_if_idle(self) -> None:
         if self._is_idle():
@@ -379,27 +369,13 @@ class Spool(SenderWait):
         self._next_scan = time.monotonic() + self.scan_interval
         own = self._backlog.own
         left, live = self._others.scan(own.name if own is not None else None)
-        for part in left:
-            with self._lock:
+        with self._lock:
+            for part in left:
                 if self._closed:
                     part.release()
-                    continue
-                self._counts.adopted += 1
-                self._counts.recovered += part.count
-                self._counts.recovered_bytes += part.bytes
-                self._counts.corrupt += part.corrupt
-                if not self._others.add(part):
-                    continue
-                self._readable.notify_all()
-            log.info(
-                "spool %s: adopted part %s left by process %s: %d messages",
-                self.directory,
-                part.name,
-                part.pid,
-                part.count,
-            )
-        if live is not None:
-            with self._lock:
+                elif self._others.add(part, self._counts):
+                    self._readable.notify_all()
+            if live is not None:
                 self._others.measured(live)
 
     def wake(self) -> None:
@@ -429,12 +405,8 @@ class Spool(SenderWait):
             return self._pending()
 
     def _pending(self) -> tuple[int, int]:
-        own, backlog = self._backlog.own, self._backlog
-        count, size = self._others.pending()
-        count, size = count + backlog.volatile_pending, size + backlog.volatile_bytes
-        if own is not None:
-            count, size = count + own.pending_count, size + own.pending_bytes
-        return count, size
+        (count, size), (others, other_bytes) = self._backlog.pending(), self._others.pending()
+        return count + others, size + other_bytes
 
     @property
     def accepted(self) -> int:
@@ -480,17 +452,8 @@ class Spool(SenderWait):
             if self._closed:
                 return
             self._closed = True
-            backlog = self._backlog
-            if backlog.volatile_pending:
-                log.warning(
-                    "spool %s: closing with %d messages kept in memory only (the disk refused "
-                    "them) not delivered: lost",
-                    self.directory,
-                    backlog.volatile_pending,
-                )
-            own = backlog.own
-            if own is not None:
-                own.close(backlog.caught_up() and not any(f.source is own for f in self._in_flight))
+            own = self._backlog.own
+            self._backlog.close(any(flight.source is own for flight in self._in_flight))
             self._others.release()
             self._readable.notify_all()
             self._idle.notify_all()

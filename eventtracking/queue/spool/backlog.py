@@ -16,6 +16,8 @@ from typing import Optional
 from eventtracking.queue.spool.part import Part
 from eventtracking.queue.spool.records import HEADER, Position, log
 
+IDLE_ROTATE_BYTES = 256 * 1024  # all acknowledged and the segment is this big: truncate it
+
 
 @dataclass
 class SpoolCounts:
@@ -190,6 +192,11 @@ class Backlog:
         self.memory_used -= size
         return batch, size + HEADER * len(batch), start, (segment, end)
 
+    def unread(self) -> tuple[Part, Position]:
+        """The own part, and where what is only on disk starts (there is some)."""
+        assert self.own is not None and self.disk_from is not None
+        return self.own, self.disk_from
+
     def read_to(self, end: Position, count: int) -> None:
         """``count`` records were read from disk, up to ``end``."""
         assert self.own is not None
@@ -211,3 +218,33 @@ class Backlog:
         self.volatile.extendleft(reversed(batch))
         self.volatile_bytes += sum(map(len, batch))
         self.volatile_pending += len(batch)
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def settle(self, end: Position, flying: bool) -> None:
+        """Everything of the own part before ``end`` is settled (``flying``: some of it is still
+        in flight): acknowledge it; once all is, a segment this big (any, while the disk refuses
+        writes) is truncated in place, which needs no free space."""
+        assert self.own is not None
+        idle = self.caught_up() and not flying
+        self.own.acknowledge(end, (0 if self.write_error else IDLE_ROTATE_BYTES) if idle else None)
+
+    def pending(self) -> tuple[int, int]:
+        """(records, bytes) not yet acknowledged: of the own part, and in memory only."""
+        own = self.own
+        if own is None:
+            return self.volatile_pending, self.volatile_bytes
+        return own.pending_count + self.volatile_pending, own.pending_bytes + self.volatile_bytes
+
+    def close(self, flying: bool) -> None:
+        """Let go of the own part (removed when all is acknowledged: nothing left, none ``flying``);
+        what is kept in memory only and not delivered is lost: logged."""
+        if self.volatile_pending:
+            log.warning(
+                "spool %s: closing with %d messages kept in memory only (the disk refused "
+                "them) not delivered: lost",
+                self.directory,
+                self.volatile_pending,
+            )
+        if self.own is not None:
+            self.own.close(self.caught_up() and not flying)

@@ -14,6 +14,7 @@ import stat
 import time
 from typing import Any, Optional
 
+from eventtracking.queue.spool.backlog import SpoolCounts
 from eventtracking.queue.spool.part import (
     LOCK_FILE,
     PART_PREFIX,
@@ -79,15 +80,26 @@ class Adopted:
         )
         return [part for part in left if adopt(self.directory, part)], live
 
-    def add(self, part: Part) -> bool:
-        """Take a part :meth:`scan` read over: True when it is queued, False when it held nothing
-        (it is removed)."""
+    def add(self, part: Part, counts: SpoolCounts) -> bool:
+        """Take a part :meth:`scan` read over, counting what it holds: True when it is queued,
+        False when it held nothing (it is removed)."""
         self._known.add(part.name)
+        counts.adopted += 1
+        counts.recovered += part.count
+        counts.recovered_bytes += part.bytes
+        counts.corrupt += part.corrupt
         if not part.has_unread():
             part.remove()
             return False
         self.parts.append(part)
         self.bytes += part.pending_bytes
+        log.info(
+            "spool %s: adopted part %s left by process %s: %d messages",
+            self.directory,
+            part.name,
+            part.pid,
+            part.count,
+        )
         return True
 
     def measured(self, live: list[dict[str, Any]]) -> None:
