@@ -229,11 +229,14 @@ class Spool(SenderWait):
         with self._lock:
             if not item or self._closed:
                 return False
-            own = self._backlog.own
-            used = (own.pending_bytes if own else 0) + self._others.bytes + self._others.foreign_bytes
-            if used + len(record) > self.max_bytes or not self._backlog.put(item, record):
+            backlog, others = self._backlog, self._others
+            used = (backlog.own.pending_bytes if backlog.own else 0) + others.bytes + others.foreign_bytes
+            if used + len(record) > self.max_bytes:
                 return False
-            self._wake_if_wanted(self._backlog.available())
+            if not backlog.append([item], [record]) and not backlog.put_volatile(item):
+                return False
+            self._counts.accepted += 1
+            self._wake_if_wanted(backlog.available())
         return True
 
     def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:

@@ -75,17 +75,14 @@ class Backlog:
 
     # -- putting -----------------------------------------------------------------------------
 
-    def put(self, item: bytes, record: bytes) -> bool:
-        """Write ``record`` (encoding ``item``), or keep ``item`` in memory only when the disk
-        refuses it; False when memory is full too."""
-        if not self.append([item], [record]):
-            if self.volatile_bytes + len(item) > self.memory_bytes:
-                return False
-            self.volatile.append(item)
-            self.volatile_bytes += len(item)
-            self.volatile_pending += 1
-            self.counts.memory_fallback += 1
-        self.counts.accepted += 1
+    def put_volatile(self, item: bytes) -> bool:
+        """Keep ``item``, which the disk refused, in memory only; False when memory is full too."""
+        if self.volatile_bytes + len(item) > self.memory_bytes:
+            return False
+        self.volatile.append(item)
+        self.volatile_bytes += len(item)
+        self.volatile_pending += 1
+        self.counts.memory_fallback += 1
         return True
 
     def append(self, items: list[bytes], records: list[bytes]) -> bool:
