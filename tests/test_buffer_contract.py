@@ -5,7 +5,8 @@ each one does."""
 
 from __future__ import annotations
 
-import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -210,33 +211,51 @@ def test_dead_letter(make, kind, tmp_path):
         assert not (tmp_path / "spool").exists()
 
 
-def test_discard_inherited_in_a_forked_child(make):
+FORK_SCRIPT = """
+import os, sys, threading
+from eventtracking.queue.memory import MemoryBuffer
+from eventtracking.queue.spool import Spool
+
+kind, directory = sys.argv[1], sys.argv[2]
+buffer = MemoryBuffer(1 << 20) if kind == "memory" else Spool(directory)
+go = threading.Event()
+data = [b"parent-%d" % i for i in range(3)]
+for item in data:
+    buffer.put(item)
+pid = os.fork()
+if pid == 0:  # the child: what it sees goes out through its exit status
+    status = 1
+    try:
+        child = buffer.discard_inherited()
+        empty = child.pending() == (0, 0) and child.accepted == 0
+        child.put(b"child")
+        batch = child.take(100, 1 << 20, 0, go)
+        child.done(batch)
+        status = 0 if empty and batch == [b"child"] and child.wait_idle(30) else 2
+        child.close()
+    finally:
+        os._exit(status)
+_, status = os.waitpid(pid, 0)
+batch = buffer.take(100, 1 << 20, 0, go)
+buffer.done(batch)
+print(os.waitstatus_to_exitcode(status), buffer.accepted, batch == data, buffer.wait_idle(30))
+buffer.close()
+"""
+
+
+def test_discard_inherited_in_a_forked_child(kind, tmp_path):
     """The child's buffer starts empty (the parent delivers what it had) and works; the
-    parent's items are still the parent's."""
-    buffer = make()
-    data = items(3)
-    for item in data:
-        buffer.put(item)
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit status, never raise into pytest
-        status = 1
-        try:
-            child = buffer.discard_inherited()
-            empty = child.pending() == (0, 0) and child.accepted == 0
-            child.put(b"child")
-            batch = take_now(child)
-            child.done(batch)
-            status = 0 if empty and batch == [b"child"] and child.wait_idle(WAIT) else 2
-            child.close()
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert buffer.accepted == 3
-    batch = take_now(buffer)
-    assert batch == data
-    buffer.done(batch)
-    assert buffer.wait_idle(WAIT)
+    parent's items are still the parent's. In a fresh interpreter: fork() with no other thread."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, kind, str(tmp_path / "spool")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT * 2,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "3", "True", "True"]
+    if kind == "spool":  # the child removed its part once delivered, the parent at close
+        assert list((tmp_path / "spool").iterdir()) == []
 
 
 def test_close(make, kind, tmp_path):
