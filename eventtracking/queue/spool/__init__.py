@@ -95,6 +95,13 @@ planted there is never followed.
 What is spooled but not yet taken is also kept in memory (up to ``memory_bytes``), so in the
 normal case the sender never reads the disk: it reads segments only for adopted parts and for
 what overflowed memory.
+
+The package: :mod:`~.records` (the record format, its checksum and reading; ``acked``),
+:mod:`~.part` (one :class:`~.part.Part`, this process's own or an adopted one: its segments,
+acknowledgement, creation by rename, lock, removal), :mod:`~.directory` (preparing the directory,
+scanning it for parts to adopt, ``survey``), :mod:`~.backlog` (this process's records not yet
+taken, and the counters), :mod:`~.deadletters` (writing and reading ``deadletters.jsonl``) and
+here the :class:`Spool` that puts them together. All of them log as ``eventtracking.queue.spool``.
 """
 
 from __future__ import annotations
