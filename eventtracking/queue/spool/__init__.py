@@ -334,9 +334,7 @@ class Spool(SenderWait):
 
     def _settle_if_idle(self) -> None:
         if self._is_idle():
-            own = self._backlog.own
-            if own is not None:  # records found corrupt after the count leave it too high
-                own.pending_count = own.pending_bytes = 0
+            self._backlog.settled()
             self._idle.notify_all()
 
     def keep_for_later(self, batch: list[bytes]) -> bool:
@@ -398,8 +396,7 @@ class Spool(SenderWait):
         return backlog.caught_up() and not (backlog.volatile or self._others.parts or self._in_flight)
 
     def wait_idle(self, timeout: Optional[float]) -> bool:
-        """Wait until everything spooled (and adopted) is acknowledged; False when ``timeout``
-        ran out first."""
+        """Wait until everything spooled (and adopted) is acknowledged; False on ``timeout``."""
         with self._lock:
             self._flushers += 1
             self._readable.notify_all()
@@ -435,8 +432,7 @@ class Spool(SenderWait):
             parts = [part.row("own" if part is own else "adopted") for part in mine + self._others.parts]
             parts.extend(dict(part) for part in self._others.live)
             count, size = self._pending()
-            counts = dict(vars(self._counts))
-            del counts["accepted"]
+            counts = {name: value for name, value in vars(self._counts).items() if name != "accepted"}
             return {
                 "dir": self.directory,
                 **counts,

@@ -226,6 +226,11 @@ class Backlog:
         idle = self.caught_up() and not flying
         self.own.acknowledge(end, (0 if self.write_error else IDLE_ROTATE_BYTES) if idle else None)
 
+    def settled(self) -> None:
+        """Everything is acknowledged: records found corrupt after the count left it too high."""
+        if self.own is not None:
+            self.own.pending_count = self.own.pending_bytes = 0
+
     def pending(self) -> tuple[int, int]:
         """(records, bytes) not yet acknowledged: of the own part, and in memory only."""
         own = self.own
