@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import deadletters
+from eventtracking.queue import spool as spool_module
 from eventtracking.queue.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
@@ -34,8 +35,8 @@ from eventtracking.queue.spool import (
     encode_record,
     iter_records,
 )
+from eventtracking.queue.spool import records as spool_records
 from eventtracking.queue.stats import Counters
-from eventtracking.queue import spool as spool_module
 from eventtracking.segment.encoding import encode
 from eventtracking.segment.mapping import to_track_message
 from eventtracking.segment.pipeline import Delivery, Pipeline
@@ -184,12 +185,12 @@ def record_offsets(path: str) -> list[int]:
     return offsets
 
 
-SMALL_CHUNKS = pytest.mark.parametrize("chunk", [50, 150, spool_module.READ_CHUNK])  # records: ~90 bytes
+SMALL_CHUNKS = pytest.mark.parametrize("chunk", [50, 150, spool_records.READ_CHUNK])  # records: ~90 bytes
 
 
 @SMALL_CHUNKS
 def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(spool_module, "READ_CHUNK", chunk)  # reads cross record boundaries
+    monkeypatch.setattr(spool_records, "READ_CHUNK", chunk)  # reads cross record boundaries
     path = write_raw_spool(tmp_path, 10)
     last = record_offsets(path)[-1]
     os.truncate(path, last + RECORD_HEADER.size + 5)  # killed in the middle of the last write
@@ -205,7 +206,7 @@ def test_a_torn_final_record_is_skipped_and_the_rest_delivered(collector, tmp_pa
 
 @SMALL_CHUNKS
 def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path, monkeypatch, chunk):
-    monkeypatch.setattr(spool_module, "READ_CHUNK", chunk)
+    monkeypatch.setattr(spool_records, "READ_CHUNK", chunk)
     path = write_raw_spool(tmp_path, 10)
     with open(path, "r+b") as file:
         file.seek(record_offsets(path)[4] + RECORD_HEADER.size + 3)
@@ -224,7 +225,7 @@ def test_a_record_with_a_bad_checksum_is_skipped_alone(collector, tmp_path, monk
     sizes=st.lists(st.integers(1, 3000), min_size=1, max_size=40),
     cut=st.floats(0, 1),
     flips=st.lists(st.floats(0, 1), max_size=3),
-    chunk=st.sampled_from([9, 100, 4096, spool_module.READ_CHUNK]),
+    chunk=st.sampled_from([9, 100, 4096, spool_records.READ_CHUNK]),
 )
 def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips, chunk):
     """Whatever the truncation and flipped bytes, the reader ends, returns only records that were
@@ -240,7 +241,7 @@ def test_damage_never_breaks_the_reader(tmp_path_factory, sizes, cut, flips, chu
     path.write_bytes(bytes(data[:end]))
     fd = os.open(path, os.O_RDONLY)
     try:
-        with mock.patch.object(spool_module, "READ_CHUNK", chunk):
+        with mock.patch.object(spool_records, "READ_CHUNK", chunk):
             read = [payload for payload, _ in iter_records(fd, len(SEGMENT_MAGIC), end) if payload]
     finally:
         os.close(fd)
@@ -489,6 +490,12 @@ def test_a_forked_child_gets_a_durable_part_and_a_live_process_delivers_what_it_
 # -- disk errors: the spool logs and goes on, and loses nothing it accepted ---------------------
 
 
+def write_fd(spool: Spool) -> int:
+    """The descriptor of the segment file the spool writes (-1 before its part exists)."""
+    own = spool._backlog.own
+    return own.write_fd if own is not None else -1
+
+
 @pytest.fixture
 def disk_space(monkeypatch):
     """``disk_space(spool, free)``: writes to the spool's segment files fail with ENOSPC once
@@ -500,8 +507,8 @@ def disk_space(monkeypatch):
     def room(fd: int, data) -> bytes:
         spool = state["spool"]
         data = bytes(data)
-        if spool is None or fd != spool._write_fd or len(data) <= state["free"]:
-            if spool is not None and fd == spool._write_fd:
+        if spool is None or fd != write_fd(spool) or len(data) <= state["free"]:
+            if spool is not None and fd == write_fd(spool):
                 state["free"] -= len(data)
             return data
         return data[: state["free"]]
@@ -524,7 +531,7 @@ def disk_space(monkeypatch):
 
     def ftruncate(fd, length):
         spool = state["spool"]
-        if state["truncate_fails"] and spool is not None and fd == spool._write_fd:
+        if state["truncate_fails"] and spool is not None and fd == write_fd(spool):
             raise OSError(errno.EIO, "Input/output error")
         return real_ftruncate(fd, length)
 

@@ -18,7 +18,6 @@ read. The new file is fsynced before it replaces the old one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import threading
@@ -37,8 +36,18 @@ from eventtracking.cli.args import (
     write_key,
 )
 from eventtracking.cli.output import cell, table
+from eventtracking.queue.base import Buffer
 from eventtracking.queue.memory import MemoryBuffer
-from eventtracking.queue.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
+from eventtracking.queue.spool.deadletters import (
+    DEAD_LETTER_FILE,
+    dead_letter_head,
+    dead_letter_lock,
+    parse_dead_letters,
+    read_dead_letter_file,
+    read_dead_letters,
+    replace_dead_letters,
+    utc_now,
+)
 from eventtracking.queue.stats import Counters
 from eventtracking.segment.sender import Sender
 from eventtracking.segment.transport import HttpTransport
@@ -94,37 +103,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def _read_file(path: str) -> bytes:
-    """The file's bytes (b"" when there is none); a symbolic link in its place is refused (ELOOP)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return b""
-    with os.fdopen(fd, "rb") as file:
-        return file.read()
-
-
-def parse_dead_letters(data: bytes) -> list[tuple[bytes, Optional[dict]]]:
-    """Each non-empty line of dead-letter file contents, with its entry (None when unreadable)."""
-    result: list[tuple[bytes, Optional[dict]]] = []
-    for line in data.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            entry = None
-        if not isinstance(entry, dict) or not isinstance(entry.get("message"), dict):
-            entry = None
-        result.append((line, entry))
-    return result
-
-
-def read_dead_letters(directory: str) -> list[tuple[bytes, Optional[dict]]]:
-    """Each non-empty line of the dead-letter file, with its entry (None when unreadable)."""
-    return parse_dead_letters(_read_file(os.path.join(directory, DEAD_LETTER_FILE)))
-
-
 def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
     entries = read_dead_letters(directory)
     if as_json:
@@ -152,44 +130,77 @@ def list_dead_letters(directory: str, *, as_json: bool = False) -> int:
     return 0
 
 
-class _Outcomes(MemoryBuffer):
-    """A memory buffer that notes, by identity, what the sender did with each message."""
+class _Outcomes:
+    """A :class:`~eventtracking.queue.base.Buffer` that notes, by identity, what the sender did
+    with each message it took from ``buffer`` (which holds them). A late sender thread changes
+    nothing once the results are read (``delivered``)."""
 
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__(max_bytes)
+    def __init__(self, buffer: Buffer) -> None:
+        self.buffer = buffer
+        self.max_bytes = buffer.max_bytes
         self.refused: dict[int, str] = {}
         self.kept: set[int] = set()
         self.answered: set[int] = set()
         self._notes = threading.Lock()
-        self._sealed = False  # set once the results are read: a late sender thread changes nothing
+        self._sealed = False
+
+    @property
+    def accepted(self) -> int:
+        return self.buffer.accepted
+
+    def put(self, item: bytes) -> bool:
+        return self.buffer.put(item)
+
+    def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
+        return self.buffer.take(max_count, max_bytes, linger, stop)
+
+    def done(self, batch: list[bytes]) -> None:
+        self.buffer.done(batch)
+        self._note(self.answered, batch)
+
+    def keep_for_later(self, batch: list[bytes]) -> bool:
+        """Noted as kept: it stays in the file (the buffer is not asked to keep it)."""
+        self._note(self.kept, batch)
+        return True
 
     def dead_letter(self, reason: str, batch: list[bytes]) -> None:
         with self._notes:
             if not self._sealed:
                 self.refused.update((id(item), reason) for item in batch)
 
-    def keep_for_later(self, batch: list[bytes]) -> bool:
+    def _note(self, into: set[int], batch: list[bytes]) -> None:
         with self._notes:
             if not self._sealed:
-                self.kept.update(id(item) for item in batch)
-        return True
-
-    def done(self, batch: list[bytes]) -> None:
-        super().done(batch)
-        with self._notes:
-            if not self._sealed:
-                self.answered.update(id(item) for item in batch)
+                into.update(id(item) for item in batch)
 
     def delivered(self) -> set[int]:
         with self._notes:
             self._sealed = True
             return self.answered - self.kept - set(self.refused)
 
+    def wake(self) -> None:
+        self.buffer.wake()
+
+    def wait_idle(self, timeout: Optional[float]) -> bool:
+        return self.buffer.wait_idle(timeout)
+
+    def pending(self) -> tuple[int, int]:
+        return self.buffer.pending()
+
+    def stats(self) -> Optional[dict[str, Any]]:
+        return self.buffer.stats()
+
+    def close(self) -> None:
+        self.buffer.close()
+
+    def discard_inherited(self) -> Buffer:
+        return self.buffer.discard_inherited()
+
 
 def resend_dead_letters(directory: str, write_key: str, host: str, timeout: float) -> int:
     path = os.path.join(directory, DEAD_LETTER_FILE)
     with dead_letter_lock(directory):  # writers append whole entries under it: a consistent copy
-        original = _read_file(path)
+        original = read_dead_letter_file(directory)
     entries = parse_dead_letters(original)
     if not entries:
         print(f"no dead letters in {directory}")
@@ -197,7 +208,7 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
     # Sent without the lock: a backend on this spool can append dead letters meanwhile.
     # Each message gets a bytes object of its own: the sender's verdicts are noted by identity.
     messages = [(line, entry, orjson.dumps(entry and entry["message"])) for line, entry in entries]
-    outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
+    outcomes = _Outcomes(MemoryBuffer(sum(len(data) for _, _, data in messages) + 1))
     transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
     counters = Counters()
     sender = Sender(outcomes, transport, counters, linger=0, retry_budget=timeout)
@@ -206,14 +217,13 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
             outcomes.put(data)
     sender.close(timeout)
     delivered = outcomes.delivered()
-    now = orjson.dumps(utc_now())
+    now = utc_now()
     kept_lines: list[bytes] = []
     for line, entry, data in messages:
         if entry is None or id(data) in outcomes.kept or id(data) not in outcomes.answered:
             kept_lines.append(line)
         elif id(data) in outcomes.refused:
-            reason = orjson.dumps(outcomes.refused[id(data)])
-            kept_lines.append(b'{"reason":' + reason + b',"time":' + now + b',"message":' + data + b"}")
+            kept_lines.append(dead_letter_head(outcomes.refused[id(data)], now) + data + b"}")
     refused = sum(1 for _, entry, data in messages if entry is not None and id(data) in outcomes.refused)
     kept = len(kept_lines) - refused
     last_error = counters.snapshot().get("last_error")
@@ -224,21 +234,18 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
         f"kept {kept:,} (unreadable or not sent in time{why_kept})"
     )
     try:
-        with dead_letter_lock(directory):
-            current = _read_file(path)
-            if not current.startswith(original):  # rewritten by someone else (another resend)
-                print(summary)
-                print(
-                    f"eventtracking deadletters: {path} was rewritten meanwhile; left as it is "
-                    "(what was delivered is still in it and would be sent again)",
-                    file=sys.stderr,
-                )
-                return 1
-            appended = [line for line in current[len(original) :].split(b"\n") if line.strip()]
-            _rewrite(path, kept_lines + appended)
+        appended = replace_dead_letters(directory, original, kept_lines)
     except OSError as error:
         print(summary)
         print(f"eventtracking deadletters: cannot rewrite {path}: {error}; left as it was", file=sys.stderr)
+        return 1
+    if appended is None:  # rewritten by someone else (another resend)
+        print(summary)
+        print(
+            f"eventtracking deadletters: {path} was rewritten meanwhile; left as it is "
+            "(what was delivered is still in it and would be sent again)",
+            file=sys.stderr,
+        )
         return 1
     if appended:
         summary += f"; {plural(len(appended), 'new dead letter')} arrived meanwhile (not resent)"
@@ -249,25 +256,3 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
 def _because(reasons: set[str]) -> str:
     """`` (HTTP 400: ...)``: what the server said when it refused, each reason once, shortened."""
     return f" ({'; '.join(cell(reason, REASON_WIDTH * 2) for reason in sorted(reasons))})"
-
-
-def _rewrite(path: str, lines: list[bytes]) -> None:
-    """Replace ``path`` by ``lines``, through a temporary file fsynced first (lock held)."""
-    temporary = f"{path}.{os.getpid()}.tmp"
-    try:
-        with os.fdopen(
-            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb"
-        ) as file:
-            file.write(b"".join(line + b"\n" for line in lines))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-    with contextlib.suppress(OSError):  # the rename itself, against a power loss
-        directory = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
