@@ -30,7 +30,8 @@ class Buffer(Protocol):
     def take(self, max_count: int, max_bytes: int, linger: float, stop: threading.Event) -> list[bytes]:
         """The next batch: at most ``max_count`` items and ``max_bytes`` bytes (one larger item goes
         alone). Blocks for the first item, then up to ``linger`` seconds for a full batch unless
-        ``stop`` is set or a flush waits. [] only when stopping with nothing to take."""
+        ``stop`` is set or a flush waits. Once ``stop`` is set: memory hands out what it still
+        holds and then [], a spool returns [] at once (what it holds stays on disk)."""
 
     def done(self, batch: list[bytes]) -> None:
         """``batch`` (as taken) has had its final answer: forget it (ack)."""
@@ -54,7 +55,8 @@ class Buffer(Protocol):
         """What the store reports beyond ``pending`` (a spool: its disk); None for memory."""
 
     def close(self) -> None:
-        """Release what the buffer holds open (a spool's directory); later puts are refused."""
+        """Release what the buffer holds open: a spool its part of the directory (later puts are
+        refused); memory holds nothing open."""
 
     def discard_inherited(self) -> Buffer:
         """In a forked child: the buffer the child uses from now on, without the parent's items
