@@ -40,7 +40,7 @@ from eventtracking.cli.output import cell, table
 from eventtracking.queue.memory import MemoryBuffer
 from eventtracking.queue.spool import DEAD_LETTER_FILE, dead_letter_lock, utc_now
 from eventtracking.queue.stats import Counters
-from eventtracking.segment.sender import Sender
+from eventtracking.segment.sender import sender_worker
 from eventtracking.segment.transport import HttpTransport
 from eventtracking.wording import plural
 
@@ -200,7 +200,7 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
     outcomes = _Outcomes(sum(len(data) for _, _, data in messages) + 1)
     transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
     counters = Counters()
-    sender = Sender(outcomes, transport, counters, linger=0, retry_budget=timeout)
+    sender = sender_worker(outcomes, transport, counters, linger=0, retry_budget=timeout)
     for _, entry, data in messages:
         if entry is not None:
             outcomes.put(data)
