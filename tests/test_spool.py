@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from eventtracking import cli
 from eventtracking.backends.segment import SegmentBackend
 from eventtracking.cli import deadletters
+from eventtracking.queue import spool as spool_module
 from eventtracking.queue.spool import (
     ACK_FILE,
     DEAD_LETTER_FILE,
@@ -35,7 +36,6 @@ from eventtracking.queue.spool import (
     iter_records,
 )
 from eventtracking.queue.stats import Counters
-from eventtracking.queue import spool as spool_module
 from eventtracking.segment.encoding import encode
 from eventtracking.segment.mapping import to_track_message
 from eventtracking.segment.pipeline import Delivery, Pipeline
