@@ -4,8 +4,10 @@ caller's thread, so that a request never waits for the broker.
 ``Publisher.put(item)`` is the whole of the caller's part: the encoded event goes into a bounded
 buffer (the Segment pipeline's :class:`~eventtracking.queue.memory.MemoryBuffer`, or its
 :class:`~eventtracking.queue.spool.Spool` with ``spool_dir``) and ``put`` returns. One thread per
-publisher and process (:class:`eventtracking.background.BackgroundThread`) takes batches and gives
-them to a *channel*, which knows the broker:
+publisher and process (a :class:`~eventtracking.queue.worker.BatchWorker`, the Segment
+pipeline's kind) takes batches and hands them to :class:`Publishing` (its
+:class:`~eventtracking.queue.base.BatchHandler`), which gives them to a *channel*, which knows
+the broker:
 
 - ``channel.publish(items, refuse) -> int``: publish ``items`` in order; return how many were
   settled (published, or refused for good: the channel calls ``refuse(reason, item)`` for those)
@@ -37,6 +39,7 @@ from eventtracking import background
 from eventtracking.queue.base import Buffer
 from eventtracking.queue.factory import open_buffer
 from eventtracking.queue.stats import Counters, DropWarning
+from eventtracking.queue.worker import BatchWorker
 
 log = logging.getLogger(__name__)
 
@@ -120,23 +123,32 @@ class Publisher:
         batch_count: int = BATCH_COUNT,
     ) -> None:
         self.channel = channel
-        self.batch_count = batch_count
         self.name = name
         self.exit_timeout = exit_timeout
-        self.backoff_base, self.backoff_max = backoff
         self.counters = PublisherCounters()
-        self.buffer: Buffer = open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
-        self._thread = background.BackgroundThread(self._run, f"eventtracking-{name}-publisher")
-        self._give_up = threading.Event()  # close() ran out of time: stop waiting for the broker
+        buffer = open_buffer(name, max_buffer_bytes, spool_dir, spool_max_bytes, fsync)
+        self.worker = BatchWorker(
+            buffer,
+            Publishing(channel, name, self.counters, backoff),
+            self.counters,
+            name=f"eventtracking-{name}-publisher",
+            log=log,
+            label=f"{name}: ",
+            noun="events",
+            batch_count=batch_count,
+        )
         self._full_warning = DropWarning()
-        self._outage_since: Optional[float] = None
-        self._refused = 0  # refused by the channel in its current call: settled, not published
         background.register(self)
-        if spool_dir is not None and self.buffer.pending()[0]:
-            self._thread.ensure_started()  # publish what an earlier process left
+        if spool_dir is not None and buffer.pending()[0]:
+            self.worker.ensure_started()  # publish what an earlier process left
 
     def __repr__(self) -> str:
         return f"<Publisher {self.name}>"
+
+    @property
+    def buffer(self) -> Buffer:
+        """The worker's buffer (a forked child's own after fork)."""
+        return self.worker.buffer
 
     # -- the caller's thread -----------------------------------------------------------------
 
@@ -147,10 +159,11 @@ class Publisher:
         warned about) or the publisher is closed (``dropped.closed``).
         """
         background.check_fork()
-        if self._thread.thread is None and not self._thread.ensure_started():
+        worker = self.worker
+        if worker.thread is None and not worker.ensure_started():
             self.counters.add_reason("dropped", "closed")
             return False
-        if self.buffer.put(item):
+        if worker.buffer.put(item):
             return True
         self._buffer_full()
         return False
@@ -172,46 +185,18 @@ class Publisher:
         """Wait until everything put so far was published (or refused for good); False, with a
         warning saying how much is pending, when ``timeout`` ran out first."""
         background.check_fork()
-        if not self.buffer.pending()[0]:
-            return True
-        self._thread.ensure_started()
-        if self.buffer.wait_idle(timeout):
-            return True
-        pending, size = self.buffer.pending()
-        log.warning(
-            "%s: flush timed out after %ss: %d events (%d bytes) still pending",
-            self.name,
-            timeout,
-            pending,
-            size,
-        )
-        return False
+        return self.worker.flush(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout``, then stop the thread; True when nothing was left behind.
         Events put afterwards are dropped as ``closed``."""
-        started = time.monotonic()
-        published_all = self.flush(timeout)
-        if not published_all:
-            self._give_up.set()
-        self._thread.stop()
-        self.buffer.wake()
-        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
-        self._thread.join(remaining)
-        self.buffer.close()
+        published_all = self.worker.close(timeout)
         background.unregister(self)
         return published_all
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's thread, buffer and counters: the parent publishes what it had."""
-        self._thread.after_fork_in_child()
-        self._give_up = threading.Event()
-        self.buffer = self.buffer.discard_inherited()
-        self.counters.reset_after_fork()
-        self._outage_since = None
-        reset = getattr(self.channel, "after_fork_in_child", None)
-        if reset is not None:
-            reset()
+        self.worker.after_fork_in_child()
 
     def stats(self) -> dict[str, Any]:
         """``accepted``, ``published``, ``retries``, ``outages``, ``dropped`` by reason (with
@@ -219,46 +204,30 @@ class Publisher:
         not take events), ``pending`` / ``pending_bytes`` (accepted, not yet published), and
         ``spool`` with one."""
         background.check_fork()
-        result = self.counters.snapshot()
-        result["accepted"] = self.buffer.accepted
-        result["pending"], result["pending_bytes"] = self.buffer.pending()
-        spool_stats = getattr(self.buffer, "stats", None)
-        if spool_stats is not None:
-            result["spool"] = spool_stats()
-        return result
+        return self.worker.snapshot()
 
     def metric_attributes(self) -> dict[str, str]:
         """What names this publisher in :mod:`eventtracking.metrics`: its name (``celery-<backend>``)."""
         return {"eventtracking.sender": self.name}
 
-    # -- the thread --------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        # Nothing may end this loop but stop: a dead publisher would strand the buffer for good.
-        stop = self._thread.stopping
-        while True:
-            try:
-                batch = self.buffer.take(self.batch_count, 1 << 62, 0.0, stop)
-            except Exception:  # e.g. a spool's disk error: wait, then try again
-                log.exception("%s: could not take a batch; trying again in 1 s", self.name)
-                if stop.wait(1.0):
-                    return
-                continue
-            if not batch:
-                return
-            try:
-                self._publish(batch)
-            except Exception:
-                log.exception("%s: failed on a batch of %d events", self.name, len(batch))
-                self.counters.add_reason("dropped", "internal_error", len(batch))
-            try:
-                self.buffer.done(batch)
-            except Exception:
-                log.exception("%s: could not settle a batch of %d events", self.name, len(batch))
+class Publishing:
+    """Publishing through one channel: the :class:`~eventtracking.queue.base.BatchHandler` of a
+    publisher's worker (retries with backoff while the broker is away; outages said once)."""
 
-    def _publish(self, batch: list[bytes]) -> None:
+    def __init__(
+        self, channel: Channel, name: str, counters: PublisherCounters, backoff: tuple[float, float]
+    ) -> None:
+        self.channel = channel
+        self.name = name
+        self.counters = counters
+        self.backoff_base, self.backoff_max = backoff
+        self._outage_since: Optional[float] = None
+        self._refused = 0  # refused by the channel in its current call: settled, not published
+
+    def handle(self, batch: list[bytes], buffer: Buffer, give_up: threading.Event) -> float:
         """Publish ``batch`` in order, waiting out outages, until it is all settled or close()
-        gives up (then a spool keeps the rest; memory counts it as dropped)."""
+        gives up (then a spool keeps the rest; memory counts it as dropped). No pause after."""
         start, attempt = 0, 0
         while start < len(batch):
             rest = batch[start:]
@@ -267,7 +236,7 @@ class Publisher:
                 settled = self.channel.publish(rest, self._refuse)
             except Exception as error:
                 settled = 0
-                self._outage(error)
+                self._outage(error, buffer)
                 self.counters.note_error(f"broker unavailable ({type(error).__name__}: {error})")
             settled = max(0, min(settled, len(rest)))
             if settled:
@@ -283,16 +252,31 @@ class Publisher:
                     self._outage_since = None
                 continue
             if self._outage_since is None:
-                self._outage(None)
-            if self._give_up.is_set():
-                self._leave(batch[start:])
-                return
+                self._outage(None, buffer)
+            if give_up.is_set():
+                self._leave(batch[start:], buffer)
+                return 0.0
             attempt += 1
             self.counters.add("retries")
             delay = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
-            if self._give_up.wait(delay):
-                self._leave(batch[start:])
-                return
+            if give_up.wait(delay):
+                self._leave(batch[start:], buffer)
+                return 0.0
+        return 0.0
+
+    def failed(self, batch: list[bytes], error: Exception) -> None:
+        """``handle`` raised (a bug): ``batch`` is dropped as ``internal_error``."""
+        self.counters.add_reason("dropped", "internal_error", len(batch))
+
+    def after_fork_in_child(self) -> None:
+        """The parent's outage is not the child's; a channel with a connection forgets it."""
+        self._outage_since = None
+        reset = getattr(self.channel, "after_fork_in_child", None)
+        if reset is not None:
+            reset()
+
+    def close(self) -> None:
+        """The channel holds nothing of the publisher's to release."""
 
     def _refuse(self, reason: str, item: bytes) -> None:
         """The channel refused ``item`` for good (it can never be published): count and say it."""
@@ -304,7 +288,7 @@ class Publisher:
             "%s: dropped an event the broker can never take (%s, %d bytes)", self.name, reason, len(item)
         )
 
-    def _outage(self, error: Optional[BaseException]) -> None:
+    def _outage(self, error: Optional[BaseException], buffer: Buffer) -> None:
         if self._outage_since is not None:
             return
         self._outage_since = time.monotonic()
@@ -315,11 +299,11 @@ class Publisher:
             "%s: the broker does not take events%s: %d pending, retrying until it does",
             self.name,
             reason,
-            self.buffer.pending()[0],
+            buffer.pending()[0],
         )
 
-    def _leave(self, rest: list[bytes]) -> None:
-        if self.buffer.keep_for_later(rest):
+    def _leave(self, rest: list[bytes], buffer: Buffer) -> None:
+        if buffer.keep_for_later(rest):
             return
         self.counters.add_reason(
             "dropped",

@@ -127,7 +127,7 @@ CHILDREN, THREADS, PER_THREAD = 3, 16, 200
 libc = ctypes.PyDLL(None)
 backend = SegmentBackend(write_key="k", host="URL", flush_interval=0.01)
 inherited_held = [backend._pipeline.buffer._lock, backend._counters._lock, backend._pipeline.counters._lock,
-                  backend._worker._lock]
+                  backend._pipeline.worker.background._lock]
 
 def send(tag, n):
     for i in range(n):
@@ -153,7 +153,7 @@ for c in range(CHILDREN):
         for thread in threads: thread.join()
         ok = backend.flush(60)
         senders = [t for t in threading.enumerate() if t.name == "eventtracking-segment-sender"
-                   and t.is_alive() and t.ident == backend._worker.thread.ident]
+                   and t.is_alive() and t.ident == backend._pipeline.worker.thread.ident]
         os._exit(0 if ok and len(senders) == 1 else 3)
     for lock in inherited_held:
         lock.release()

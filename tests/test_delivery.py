@@ -316,7 +316,7 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
     import tracemalloc
 
     backend = SegmentBackend(write_key=KEY, host="http://127.0.0.1:9", max_buffer_bytes=10**9)
-    backend._worker.thread = "not started: keep everything buffered"  # no network needed
+    backend._pipeline.worker.background.thread = "not started: keep everything buffered"  # no network needed
     tracemalloc.start()
     for i in range(2000):
         backend.send(make_event(i, pad="x" * 1000))
@@ -325,7 +325,7 @@ def test_buffered_messages_cost_their_size_not_orjson_s_capacity():
     buffered = backend.stats()["buffered_bytes"]
     assert buffered > 2000 * 1000
     assert held < buffered * 1.3, (held, buffered)  # orjson's raw output would be several times more
-    backend._worker.thread = None
+    backend._pipeline.worker.background.thread = None
     assert backend.close(0.2) is False  # nothing listens on port 9: given up, and said so
 
 

@@ -729,8 +729,13 @@ def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile
     (tmp_path / DEAD_LETTER_FILE).write_bytes(old)
     lock_free = []
 
-    class AppendingMeanwhile(deadletters.Sender):
-        def close(self, timeout=None):  # the resend is under way: a backend appends a dead letter
+    make_worker = deadletters.sender_worker
+
+    def appending_meanwhile(*args, **options):
+        worker = make_worker(*args, **options)
+        close = worker.close
+
+        def close_appending(timeout=None):  # the resend is under way: a backend appends a dead letter
             fd = os.open(tmp_path / "deadletters.lock", os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -741,9 +746,12 @@ def test_resend_sends_without_the_lock_and_keeps_dead_letters_appended_meanwhile
                 os.close(fd)
             if lock_free[-1]:
                 spool_module.append_dead_letters(str(tmp_path), new)
-            return super().close(timeout)
+            return close(timeout)
 
-    with mock.patch.object(deadletters, "Sender", AppendingMeanwhile):
+        worker.close = close_appending
+        return worker
+
+    with mock.patch.object(deadletters, "sender_worker", appending_meanwhile):
         status, out = run_cli(capsys, *resend_args(collector, tmp_path))
     assert lock_free == [True]
     assert "delivered 1" in out and "1 new dead letter arrived meanwhile" in out and status == 1

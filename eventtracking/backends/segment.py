@@ -30,10 +30,10 @@ from typing import Any, Optional
 from eventtracking.backends import event_name
 from eventtracking.background import check_fork
 from eventtracking.queue.stats import Counters, Progress
+from eventtracking.queue.worker import Closed, Handle
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
 from eventtracking.segment.pipeline import (
-    CLOSED_WORKER,
     DEFAULT_HOST,
     Delivery,
     MessageIds,
@@ -138,6 +138,7 @@ class SegmentBackend:
         self.exit_timeout = exit_timeout
         self._counters = Counters()
         self._ids = MessageIds()
+        self._handle: Optional[Handle[Pipeline]] = None  # owned mode: its way into the pipeline
         self._pipeline: Optional[Pipeline] = None
         self._clients_used: list[Any] = []  # the global clients handed messages: flush() flushes them
         self._client_error_warned = False
@@ -166,8 +167,8 @@ class SegmentBackend:
                 spool_max_bytes=spool_max_bytes,
                 fsync=fsync,
             )
-            self._pipeline = acquire(delivery, self._counters, exit_timeout, "SegmentBackend")
-            self._worker = self._pipeline.worker
+            self._handle = acquire(delivery, self._counters, exit_timeout, "SegmentBackend")
+            self._pipeline = self._handle.owner
 
     def __repr__(self) -> str:
         mode = f"owned, {self._pipeline.sender.transport!r}" if self._pipeline else "drop-in"
@@ -192,17 +193,14 @@ class SegmentBackend:
             check_fork()  # before a forked child (also one forked in C) touches any state
             message = to_track_message(event, self._mapping)
             message["messageId"] = message_id or self._ids.next()
-            if self._pipeline is None:
+            if self._handle is None:
                 self._send_to_client(message)
                 return
             data = encode(message)  # right-sized bytes: held in the buffer as they are
             if len(data) > MAX_MESSAGE_BYTES:
                 data = self._fit(message, len(data))
-            if self._worker.thread is None and not self._worker.ensure_started():
-                raise SkipEvent("closed")
-            if not self._pipeline.buffer.put(data):
-                self._pipeline.buffer_full(self._counters, "SegmentBackend")
-        except SkipEvent as skip:
+            self._handle.put(data)  # a full buffer is counted there
+        except (SkipEvent, Closed) as skip:
             self._skip(skip.reason, event)
         except Unserializable as error:  # "unserializable", or "changed_during_send"
             self._skip(error.reason, event, str(error))
@@ -282,19 +280,16 @@ class SegmentBackend:
         flush failed.
         """
         check_fork()
-        if self._pipeline is not None:
-            return self._pipeline.flush(timeout)
+        if self._handle is not None:
+            return self._handle.flush(timeout)
         return _flush_clients(self._clients_used, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Flush within ``timeout`` and stop the sender thread; True when nothing was left."""
         check_fork()
-        if self._pipeline is None:
+        if self._handle is None:
             return self.flush(timeout)
-        if self._worker is CLOSED_WORKER:
-            return True
-        self._worker = CLOSED_WORKER  # this backend's sends are "closed" from now on
-        return self._pipeline.release(timeout)
+        return self._handle.release(timeout)  # this backend's sends are "closed" from now on
 
     def stats(self) -> dict[str, Any]:
         """What the backend did, as plain data (a copy; never the write key):
@@ -321,18 +316,15 @@ class SegmentBackend:
         ``detail`` attribute (``reason == "refused"``, ``reason.detail == "HTTP 401: ..."``).
         """
         check_fork()
-        if self._pipeline is not None:
-            return self._pipeline.stats(self._counters)
+        if self._handle is not None:
+            return self._handle.stats()
         return self._counters.snapshot()
 
     def progress(self) -> Progress:
         """:meth:`stats`, typed (:class:`~eventtracking.queue.stats.Progress`): what a caller
         that watches this backend's deliveries reads (the replay). Drop-in mode: nothing is
         buffered here, so ``in_flight`` and ``buffered_bytes`` are 0."""
-        check_fork()
-        if self._pipeline is not None:
-            return self._pipeline.progress(self._counters)
-        return Progress.from_stats(self._counters.snapshot())
+        return Progress.from_stats(self.stats())
 
 
 def _flush_clients(clients: list[Any], timeout: Optional[float]) -> bool:

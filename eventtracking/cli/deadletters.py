@@ -49,7 +49,7 @@ from eventtracking.queue.spool.deadletters import (
     utc_now,
 )
 from eventtracking.queue.stats import Counters
-from eventtracking.segment.sender import Sender
+from eventtracking.segment.sender import sender_worker
 from eventtracking.segment.transport import HttpTransport
 from eventtracking.wording import plural
 
@@ -211,7 +211,7 @@ def resend_dead_letters(directory: str, write_key: str, host: str, timeout: floa
     outcomes = _Outcomes(MemoryBuffer(sum(len(data) for _, _, data in messages) + 1))
     transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
     counters = Counters()
-    sender = Sender(outcomes, transport, counters, linger=0, retry_budget=timeout)
+    sender = sender_worker(outcomes, transport, counters, linger=0, retry_budget=timeout)
     for _, entry, data in messages:
         if entry is not None:
             outcomes.put(data)

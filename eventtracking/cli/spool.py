@@ -37,7 +37,7 @@ from eventtracking.cli.args import (
 from eventtracking.cli.deadletters import SPOOL_HELP
 from eventtracking.queue.spool import Spool, survey
 from eventtracking.queue.stats import Counters
-from eventtracking.segment.sender import Sender
+from eventtracking.segment.sender import sender_worker
 from eventtracking.segment.transport import HttpTransport
 from eventtracking.wording import plural
 
@@ -107,7 +107,7 @@ def drain_spool(directory: str, write_key: str, host: str, timeout: float) -> in
     spool = Spool(directory, scan_interval=3600.0)  # adopts what is left once, on opening
     counters = Counters()
     transport = HttpTransport(host, write_key, timeout=min(15.0, timeout))
-    sender = Sender(spool, transport, counters, linger=0, retry_budget=timeout)
+    sender = sender_worker(spool, transport, counters, linger=0, retry_budget=timeout)
     opened = spool.stats()
     live = [part for part in opened["parts"] if part["state"] == "live"]
     sender.ensure_started()

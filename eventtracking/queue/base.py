@@ -1,5 +1,11 @@
-"""The contract between the parts that put messages, the buffer that holds them, and the worker
-that takes them: the :class:`Buffer` Protocol, and the wait helper both buffers share.
+"""The contracts of the queue layer, in one place: between the parts that put messages, the buffer
+that holds them, the worker that takes them and the destination it hands them to.
+
+- :class:`Buffer`: what holds the messages (memory or a spool), and the wait helper both share.
+- :class:`BatchHandler`: what a :class:`~eventtracking.queue.worker.BatchWorker` hands each batch
+  to: the destination's side (Segment over HTTP, a broker).
+- :class:`Shared`: a worker several callers put into through their
+  :class:`~eventtracking.queue.worker.Handle` (the Segment pipeline).
 
 Two buffers satisfy it: :class:`~eventtracking.queue.memory.MemoryBuffer` and the durable
 :class:`~eventtracking.queue.spool.Spool`. A take is settled by exactly one of three outcomes,
@@ -12,6 +18,8 @@ from __future__ import annotations
 
 import threading
 from typing import Any, Optional, Protocol
+
+from eventtracking.queue.stats import Counters
 
 
 class Buffer(Protocol):
@@ -61,6 +69,41 @@ class Buffer(Protocol):
     def discard_inherited(self) -> Buffer:
         """In a forked child: the buffer the child uses from now on, without the parent's items
         (the parent delivers them) and with fresh locks."""
+
+
+class BatchHandler(Protocol):
+    """The destination's side of a :class:`~eventtracking.queue.worker.BatchWorker`: it delivers,
+    the worker owns the thread, the buffer, flush, close and fork. Called on the worker's thread."""
+
+    def handle(self, batch: list[bytes], buffer: Buffer, give_up: threading.Event) -> float:
+        """Deliver ``batch``, settling each item as delivered, finally refused
+        (``buffer.dead_letter``, counted) or not delivered now (``buffer.keep_for_later``, or
+        counted as lost when that is False); the worker calls ``buffer.done(batch)`` after it.
+        Waits (retries, backoff) end as soon as ``give_up`` is set: ``close()`` ran out of time.
+        Returns the seconds the worker pauses before its next take (0: none)."""
+
+    def failed(self, batch: list[bytes], error: Exception) -> None:
+        """``handle`` raised ``error`` (a bug): count ``batch`` as lost (``internal_error``)."""
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's connection and state (the worker resets its own)."""
+
+    def close(self) -> None:
+        """Release what it holds open (a connection), once the worker has stopped."""
+
+
+class Shared(Protocol):
+    """A worker that several callers put into, each through a
+    :class:`~eventtracking.queue.worker.Handle` with counters of its own (the Segment pipeline)."""
+
+    def buffer_full(self, counters: Counters, who: str) -> None:
+        """Count a message the full buffer refused in the caller's ``counters``, and warn."""
+
+    def release(self, timeout: Optional[float] = None) -> bool:
+        """A caller is done: deliver within ``timeout``; True when nothing was left pending."""
+
+    def stats(self, own: Optional[Counters] = None) -> dict[str, Any]:
+        """The caller's ``own`` counters merged with what the worker did for all its callers."""
 
 
 class SenderWait:

@@ -22,11 +22,11 @@ from typing import Any, Callable, Optional
 from eventtracking.backends.segment import _import_clients
 from eventtracking.background import check_fork
 from eventtracking.queue.stats import Counters
+from eventtracking.queue.worker import Closed, Handle
 from eventtracking.segment import messages
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import SkipEvent
 from eventtracking.segment.pipeline import (
-    CLOSED_WORKER,
     DEFAULT_BUFFER_BYTES,
     DEFAULT_HOST,
     Delivery,
@@ -136,8 +136,8 @@ class Client:
         self._counters = Counters()
         self._ids = MessageIds()
         self._warned: set[str] = set()
-        self._pipeline: Pipeline = acquire(delivery, self._counters, exit_timeout, "Client")
-        self._worker = self._pipeline.worker
+        self._handle: Handle[Pipeline] = acquire(delivery, self._counters, exit_timeout, "Client")
+        self._pipeline = self._handle.owner
 
     def __repr__(self) -> str:
         return f"<eventtracking Client {self._pipeline.sender.transport!r}>"
@@ -272,17 +272,14 @@ class Client:
             if not self.send:
                 self._counters.add_reason("skipped", "send_disabled")
                 return True, message
-            if self._worker.thread is None and not self._worker.ensure_started():
-                raise SkipEvent("closed")
-            if not self._pipeline.buffer.put(data):
-                self._pipeline.buffer_full(self._counters, "Client")
+            if not self._handle.put(data):  # a full buffer: counted there
                 return False, message
             if self.debug:
                 log.debug("queued %s %s", message["type"], message["messageId"])
             if self.sync_mode:
-                self._pipeline.flush(self.timeout)
+                self._handle.flush(self.timeout)
             return True, message
-        except SkipEvent as skip:
+        except (SkipEvent, Closed) as skip:
             self._refuse(skip.reason, build.__name__, message)
         except Unserializable as error:  # "unserializable", or "changed_during_send"
             self._refuse(error.reason, build.__name__, message, str(error))
@@ -308,7 +305,7 @@ class Client:
         """Wait until every message accepted so far was answered (``timeout``: seconds, None =
         no limit; a warning says what is still pending when it runs out)."""
         check_fork()
-        self._pipeline.flush(timeout)
+        self._handle.flush(timeout)
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Deliver what was accepted and stop: later calls are refused as ``closed``. The
@@ -323,17 +320,14 @@ class Client:
     def close(self, timeout: Optional[float] = None) -> bool:
         """:meth:`join` that says whether everything was delivered within ``timeout``."""
         check_fork()
-        if self._worker is CLOSED_WORKER:
-            return True
-        self._worker = CLOSED_WORKER
-        return self._pipeline.release(timeout)
+        return self._handle.release(timeout)
 
     def stats(self) -> dict[str, Any]:
         """What the client refused (``skipped`` by reason, ``buffer_full`` in ``dropped``) and
         what its pipeline did (shared with the backends and clients of the same options): the
         keys of ``SegmentBackend.stats``."""
         check_fork()
-        return self._pipeline.stats(self._counters)
+        return self._handle.stats()
 
 
 def global_modules() -> list[ModuleType]:

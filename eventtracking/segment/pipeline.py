@@ -2,12 +2,14 @@
 per destination and delivery options, shared by every owned-mode ``SegmentBackend`` and every
 :class:`eventtracking.segment.client.Client` that asks for the same.
 
-Callers (backends, clients) map and encode on their own thread, then hand the bytes to
-``pipeline.buffer.put``; everything after that is here: the sender
-(:mod:`eventtracking.segment.sender`), the spool, and fork and exit handling (the pipeline is the
-:mod:`eventtracking.background` owner). :func:`acquire` returns the pipeline for a
-:class:`Delivery`: the one already running in this process when the options are the same (or
+Callers (backends, clients) map and encode on their own thread, then hand the bytes to their
+:class:`~eventtracking.queue.worker.Handle`, which :func:`acquire` returns: the pipeline for a
+:class:`Delivery`, the one already running in this process when the options are the same (or
 the spool directory is: a spool directory is opened once per process), else a new one.
+Everything after the handle is here: the pipeline's
+:class:`~eventtracking.queue.worker.BatchWorker` (the thread, the buffer, flush and close), its
+:class:`~eventtracking.segment.sender.Sender` (HTTP), the spool, and fork and exit handling (the
+pipeline is the :mod:`eventtracking.background` owner).
 
 Counting is split at the buffer: a caller counts what it refused (``skipped``, ``buffer_full``,
 ``trimmed``) in a :class:`~eventtracking.queue.stats.Counters` of its own; the pipeline counts
@@ -27,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from eventtracking import background
-from eventtracking.background import BackgroundThread
+from eventtracking.queue.base import Buffer
 from eventtracking.queue.factory import open_buffer
-from eventtracking.queue.stats import Counters, DropWarning, Progress
-from eventtracking.segment.sender import ErrorHook, Sender
+from eventtracking.queue.stats import Counters, DropWarning
+from eventtracking.queue.worker import Handle
+from eventtracking.segment.sender import ErrorHook, sender_worker
 from eventtracking.segment.transport import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -95,17 +98,12 @@ class MessageIds:
         return True
 
 
-# A stopped thread: what a caller holds once it closed while others still use its pipeline
-# (its hot path then finds ensure_started() False and counts "closed").
-CLOSED_WORKER = BackgroundThread(lambda: None, "eventtracking-closed")
-CLOSED_WORKER.stop()
-
-
 class Pipeline:
-    """One buffer and one sender thread for one :class:`Delivery` (see the module docstring).
+    """One buffer and one sender thread for one :class:`Delivery` (see the module docstring):
+    the :class:`~eventtracking.queue.base.Shared` owner of its callers' handles.
 
-    ``buffer.put(data) -> bool`` is the callers' hot path; ``worker`` is the sender's thread
-    (``worker.thread is None`` until started: the cheap check before ``ensure_started()``).
+    ``worker`` is its :class:`~eventtracking.queue.worker.BatchWorker`, ``sender`` the worker's
+    HTTP handler, ``buffer`` the worker's buffer.
     """
 
     def __init__(self, delivery: Delivery, owner: str) -> None:
@@ -119,11 +117,11 @@ class Pipeline:
         transport = HttpTransport(
             delivery.host, delivery.write_key, gzip_level=delivery.gzip_level, timeout=delivery.timeout
         )
-        self.buffer = open_buffer(
+        buffer = open_buffer(
             owner, delivery.max_buffer_bytes, delivery.spool_dir, delivery.spool_max_bytes, delivery.fsync
         )
-        self.sender = Sender(
-            self.buffer,
+        self.worker = sender_worker(
+            buffer,
             transport,
             self.counters,
             batch_count=delivery.batch_count,
@@ -132,10 +130,15 @@ class Pipeline:
             max_retries=delivery.max_retries,
             on_error=delivery.on_error,
         )
-        self.worker = self.sender.worker
+        self.sender = self.worker.handler
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.sender.transport!r}>"
+
+    @property
+    def buffer(self) -> Buffer:
+        """The worker's buffer (a forked child's own after fork)."""
+        return self.worker.buffer
 
     def buffer_full(self, counters: Counters, who: str) -> None:
         """Count a message the full buffer refused (in the caller's ``counters``); warn at most
@@ -151,7 +154,7 @@ class Pipeline:
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Wait until everything accepted (by every caller) was answered; False on timeout."""
-        return self.sender.flush(timeout)
+        return self.worker.flush(timeout)
 
     def release(self, timeout: Optional[float] = None) -> bool:
         """A caller is done: flush within ``timeout``; the last caller also stops the thread.
@@ -160,21 +163,20 @@ class Pipeline:
             self._users -= 1
             last = self._users <= 0
         if not last:
-            return self.sender.flush(timeout)
+            return self.worker.flush(timeout)
         return self.close(timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Deliver within ``timeout`` and stop (the owner's ``close``: also at exit)."""
         _forget(self)
         background.unregister(self)
-        return self.sender.close(timeout)
+        return self.worker.close(timeout)
 
     def after_fork_in_child(self) -> None:
         """Called by :mod:`eventtracking.background`: the child starts empty, and so do the
         counters of its callers (a parent thread may have held their locks)."""
         _reset_lock()
-        self.sender.after_fork_in_child()
-        self.buffer = self.sender.buffer
+        self.worker.after_fork_in_child()
         for counters in list(self._callers):
             counters.reset_after_fork()
 
@@ -182,7 +184,7 @@ class Pipeline:
         """A caller's stats: its ``own`` refusals merged with what the pipeline did (for all
         of its callers together): see ``SegmentBackend.stats``. Without ``own``, every caller's
         refusals summed: the whole pipeline (what :mod:`eventtracking.metrics` reports)."""
-        result = self.counters.snapshot()
+        result = self.worker.snapshot(("in_flight", "buffered_bytes"))
         for counters in [own] if own is not None else list(self._callers):
             mine = counters.snapshot()
             result["trimmed"] += mine["trimmed"]
@@ -190,11 +192,6 @@ class Pipeline:
                 for reason, count in mine[kind].items():
                     result[kind][reason] = result[kind].get(reason, 0) + count
             result["reasons"].update(mine["reasons"])
-        result["accepted"] = self.buffer.accepted
-        result["in_flight"], result["buffered_bytes"] = self.buffer.pending()
-        store = self.buffer.stats()
-        if store is not None:  # a spool: spooled, acknowledged, pending... (counts and bytes)
-            result["spool"] = store
         return result
 
     def metric_attributes(self) -> dict[str, str]:
@@ -202,20 +199,16 @@ class Pipeline:
         Segment host, never its key."""
         return {"eventtracking.sender": self.owner, "eventtracking.host": self.sender.transport.base_url}
 
-    def progress(self, own: Optional[Counters] = None) -> Progress:
-        """:meth:`stats` (for the caller whose refusals are ``own``), typed: what a caller that
-        watches its deliveries reads (the replay)."""
-        return Progress.from_stats(self.stats(own))
-
 
 _lock = threading.Lock()
 _pipelines: weakref.WeakValueDictionary[Delivery, Pipeline] = weakref.WeakValueDictionary()
 _spools: weakref.WeakValueDictionary[str, Pipeline] = weakref.WeakValueDictionary()
 
 
-def acquire(delivery: Delivery, counters: Counters, exit_timeout: float, owner: str) -> Pipeline:
-    """The pipeline of this process for ``delivery``, shared or new; ``counters`` (the caller's
-    own) are reset with it after fork, ``exit_timeout`` raises its exit budget.
+def acquire(delivery: Delivery, counters: Counters, exit_timeout: float, owner: str) -> Handle[Pipeline]:
+    """A caller's handle on the pipeline of this process for ``delivery`` (``handle.owner``),
+    shared or new; ``counters`` (the caller's own) are reset with it after fork, ``exit_timeout``
+    raises its exit budget, ``owner`` names the caller's kind in its warnings.
 
     The same ``spool_dir`` with other options joins the running pipeline (one process opens a
     spool once), with a warning; with another host or write key it is a configuration error
@@ -251,7 +244,7 @@ def acquire(delivery: Delivery, counters: Counters, exit_timeout: float, owner: 
     background.register(pipeline)  # again for a larger exit_timeout: the SIGTERM handler
     if delivery.spool_dir is not None and pipeline.buffer.pending()[0]:
         pipeline.worker.ensure_started()  # send what an earlier process left without waiting for a send
-    return pipeline
+    return Handle(pipeline, pipeline.worker, counters, owner)
 
 
 def _reset_lock() -> None:

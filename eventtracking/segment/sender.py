@@ -1,7 +1,9 @@
-"""The sender: the one thread (per backend, per process) that turns the buffer into HTTP batches.
+"""The sender: delivery over HTTP of the batches the pipeline's worker takes from the buffer.
 
-It is the only threaded, stateful part of the pipeline. It takes batches from the buffer,
-posts them through the transport, retries what may be retried (network errors, redirects,
+:class:`Sender` is the :class:`~eventtracking.queue.base.BatchHandler` of the Segment pipeline's
+:class:`~eventtracking.queue.worker.BatchWorker` (:func:`sender_worker` makes the two), which
+owns the one thread per pipeline and process, the buffer, flush, close and fork. The sender
+posts each batch through the transport, retries what may be retried (network errors, redirects,
 408, 429, 5xx) with exponential backoff and jitter, and splits a batch the server refuses as
 malformed (400, 413) until the bad message stands alone, so one bad event never costs another.
 By default (``retry_budget=None``) a batch is retried for as long as the process lives: an
@@ -16,14 +18,15 @@ absurd value waits that long, then asks again); with a ``retry_budget``, a batch
 way for at most :data:`MAX_RATE_LIMIT_HOLD` (1 h) in all, and only then given up (memory) or
 kept on disk for later (spool). A redirect (3xx) is a configuration error, not a refusal: it is retried like a
 network error, keeps its events, and is logged as an error saying where the host points.
-After a batch is kept for later, the sender pauses before it takes the next one (the server's
+After a batch is kept for later, the worker pauses before it takes the next one (the server's
 Retry-After if it gave one, else the backoff, growing with each part kept in a row up to its
-maximum), so a failing server is never hammered.
+maximum: what :meth:`Sender.handle` returns), so a failing server is never hammered. When
+``close()`` runs out of time, every wait ends at once and what is not delivered is kept for
+later (spool) or given up.
 
-``flush`` is a timed wait that reports what it left pending. The thread is a
-:class:`~eventtracking.background.BackgroundThread`; the sender's owner (the backend) registers
-with :mod:`eventtracking.background`, which calls ``after_fork_in_child`` in a forked child: a
-fresh thread, connection and locks, and none of the parent's messages.
+``flush`` is a timed wait that reports what it left pending (the worker's). The pipeline
+registers with :mod:`eventtracking.background`, which calls ``after_fork_in_child`` in a forked
+child: a fresh thread, connection and locks, and none of the parent's messages.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from typing import Callable, Optional
 
 import orjson
 
-from eventtracking.background import BackgroundThread
 from eventtracking.queue.base import Buffer
 from eventtracking.queue.stats import Counters
+from eventtracking.queue.worker import BatchWorker
 from eventtracking.segment.transport import NETWORK_ERROR, Answer, HttpTransport, batch_body
 
 log = logging.getLogger(__name__)
@@ -71,130 +74,66 @@ def is_retryable(status: int) -> bool:
     return status == NETWORK_ERROR or 300 <= status < 400 or status in (408, 429) or status >= 500
 
 
+def take_bytes(batch_count: int, batch_bytes: int = MAX_BATCH_BYTES) -> int:
+    """The most message bytes a batch of up to ``batch_count`` may hold: the body adds a comma
+    per message and the envelope to the messages' own bytes, within Segment's 500 KB."""
+    return min(batch_bytes, MAX_BATCH_BYTES) - BATCH_OVERHEAD - batch_count
+
+
 class Sender:
-    """Owns the sender thread for one buffer and one transport."""
+    """Delivers batches to one transport: the :class:`~eventtracking.queue.base.BatchHandler`
+    of a Segment worker (see the module docstring)."""
 
     def __init__(
         self,
-        buffer: Buffer,
         transport: HttpTransport,
         counters: Counters,
         *,
-        batch_count: int = 500,
-        batch_bytes: int = MAX_BATCH_BYTES,
-        linger: float = 0.5,
         retry_budget: Optional[float] = None,
         backoff: tuple[float, float] = (0.1, 10.0),
         on_error: Optional[ErrorHook] = None,
         max_retries: Optional[int] = None,
     ) -> None:
-        if not 1 <= batch_count:
-            raise ValueError("batch_count must be at least 1")
-        self.buffer = buffer
         self.transport = transport
         self.counters = counters
-        self.batch_count = batch_count
-        # The body adds a comma per message and the envelope to the messages' own bytes.
-        self.batch_bytes = min(batch_bytes, MAX_BATCH_BYTES) - BATCH_OVERHEAD - batch_count
-        self.linger = linger
         self.retry_budget = retry_budget
         self.backoff_base, self.backoff_max = backoff
         self.on_error = on_error
         self.max_retries = max_retries  # None: the retry budget alone bounds a batch's retries
-        self.worker = BackgroundThread(self._run, "eventtracking-segment-sender")
-        self._give_up = threading.Event()  # cuts retry waits short when close() runs out of time
-        self._pause = 0.0  # set when a batch was kept for later: wait this long before the next
+        self._pause = 0.0  # set when a part was kept for later: the wait before the next take
         self._last_delay = 0.0  # the latest wait between two posts of one part
         self._kept_in_a_row = 0  # parts kept for later since the last delivery
         self._redirect_logged = -REDIRECT_LOG_INTERVAL
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- the worker's handler ------------------------------------------------------------------
 
-    def ensure_started(self) -> bool:
-        """Start the thread unless it runs in this process; False once closed."""
-        return self.worker.ensure_started()
+    def handle(self, batch: list[bytes], buffer: Buffer, give_up: threading.Event) -> float:
+        """Deliver ``batch`` (split, retried, kept for later or dropped, each part counted);
+        returns the pause before the next take: non-zero when a part was kept for later."""
+        self._pause = 0.0
+        self._deliver(batch, buffer, give_up)
+        return self._pause
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
-        """Wait until everything put so far has had the server's final answer.
-
-        True when nothing is pending; False when ``timeout`` ran out first, with a warning
-        that says how many messages are still pending.
-        """
-        pending, _ = self.buffer.pending()
-        if not pending:
-            return True
-        self.ensure_started()
-        if self.buffer.wait_idle(timeout):
-            return True
-        pending, size = self.buffer.pending()
-        last_error = self.counters.last_error
-        log.warning(
-            "flush timed out after %.1fs: %d messages (%d bytes) still pending%s",
-            timeout,
-            pending,
-            size,
-            f"; last error: {last_error}" if last_error else "",
-        )
-        return False
-
-    def close(self, timeout: Optional[float] = None) -> bool:
-        """Flush within ``timeout``, then stop the thread; True when nothing was left behind."""
-        started = time.monotonic()
-        delivered_all = self.flush(timeout)
-        self.worker.stop()
-        if not delivered_all:
-            self._give_up.set()
-        self.buffer.wake()
-        remaining = None if timeout is None else max(0.1, timeout - (time.monotonic() - started))
-        self.worker.join(remaining)
-        self.transport.close()
-        self.buffer.close()
-        return delivered_all
+    def failed(self, batch: list[bytes], error: Exception) -> None:
+        """``handle`` raised (a bug): ``batch`` is dropped as ``internal_error``."""
+        self._drop("internal_error", batch, f"internal error: {type(error).__name__}")
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's thread, connection, locks and messages (the parent sends those)."""
-        self.worker.after_fork_in_child()
-        self._give_up = threading.Event()
+        """Forget the parent's connection (its socket) and backoff."""
         self._pause, self._kept_in_a_row = 0.0, 0
-        self.buffer = self.buffer.discard_inherited()
         self.transport.reset()
-        self.counters.reset_after_fork()
 
-    # -- the thread --------------------------------------------------------------------------
+    def close(self) -> None:
+        self.transport.close()
 
-    def _run(self) -> None:
-        # Nothing may end this loop but stop: a dead sender would strand the buffer for good.
-        stopping = self.worker.stopping
-        while True:
-            try:
-                batch = self.buffer.take(self.batch_count, self.batch_bytes, self.linger, stopping)
-            except Exception:  # e.g. a spool's disk error: wait, then try again
-                log.exception("sender could not take a batch; trying again in 1 s")
-                if stopping.wait(1.0):
-                    return
-                continue
-            if not batch:
-                return
-            try:
-                self._deliver(batch)
-            except Exception as error:
-                log.exception("sender failed on a batch of %d messages", len(batch))
-                self._drop("internal_error", batch, f"internal error: {type(error).__name__}")
-            try:
-                self.buffer.done(batch)
-            except Exception:
-                log.exception("sender could not settle a batch of %d messages", len(batch))
-            if self._pause:
-                # What was kept for later is the next batch again: do not post it at once.
-                pause, self._pause = self._pause, 0.0
-                self._give_up.wait(pause)  # cut short when close() runs out of time
+    # -- delivery --------------------------------------------------------------------------------
 
-    def _deliver(self, batch: list[bytes]) -> None:
+    def _deliver(self, batch: list[bytes], buffer: Buffer, give_up: threading.Event) -> None:
         deadline = math.inf if self.retry_budget is None else time.monotonic() + self.retry_budget
         parts = [batch]
         while parts:
             part = parts.pop()
-            answer = self._post(part, deadline)
+            answer = self._post(part, deadline, give_up)
             if 200 <= answer.status < 300:
                 self.counters.add("delivered", len(part))
                 self._kept_in_a_row = 0
@@ -203,7 +142,7 @@ class Sender:
                 parts.append(part[middle:])
                 parts.append(part[:middle])  # popped first: order is kept
             elif is_retryable(answer.status):
-                if self.buffer.keep_for_later(part):
+                if buffer.keep_for_later(part):
                     self.counters.add("deferred", len(part))
                     # The backoff goes on across parts kept for later: the next attempt is this
                     # part again, which must not be posted at once (nor the server's wait ignored).
@@ -213,10 +152,10 @@ class Sender:
                 else:
                     self._drop("gave_up", part, answer.detail)
             else:
-                self.buffer.dead_letter(answer.detail, part)
+                buffer.dead_letter(answer.detail, part)
                 self._drop("refused", part, answer.detail)
 
-    def _post(self, part: list[bytes], deadline: float) -> Answer:
+    def _post(self, part: list[bytes], deadline: float, give_up: threading.Event) -> Answer:
         attempt = 0
         hold_until = time.monotonic() + MAX_RATE_LIMIT_HOLD
         self._last_delay = 0.0
@@ -226,7 +165,7 @@ class Sender:
             if not is_retryable(answer.status):
                 return answer
             self._note_failure(answer)
-            if self._give_up.is_set():
+            if give_up.is_set():
                 return answer
             attempt += 1
             delay = min(self.backoff_max, self.backoff_base * 2**attempt) * random.uniform(0.5, 1.0)
@@ -240,7 +179,7 @@ class Sender:
             if now + delay > deadline or (self.max_retries is not None and attempt > self.max_retries):
                 return answer
             self.counters.add("retries")
-            if self._give_up.wait(delay):
+            if give_up.wait(delay):
                 return answer
 
     def _note_failure(self, answer: Answer) -> None:
@@ -266,3 +205,40 @@ class Sender:
                 self.on_error(Reason(reason, detail), [orjson.loads(item) for item in part])
             except Exception:
                 log.exception("on_error hook failed")
+
+
+def sender_worker(
+    buffer: Buffer,
+    transport: HttpTransport,
+    counters: Counters,
+    *,
+    batch_count: int = 500,
+    batch_bytes: int = MAX_BATCH_BYTES,
+    linger: float = 0.5,
+    retry_budget: Optional[float] = None,
+    backoff: tuple[float, float] = (0.1, 10.0),
+    on_error: Optional[ErrorHook] = None,
+    max_retries: Optional[int] = None,
+) -> BatchWorker[Sender]:
+    """The worker that sends ``buffer`` through ``transport``: batches of up to ``batch_count``
+    messages and ``batch_bytes`` bytes, filled for up to ``linger`` seconds (the options of
+    :class:`Sender` for the rest). Not started: its first put, flush or ``ensure_started``
+    starts it."""
+    sender = Sender(
+        transport,
+        counters,
+        retry_budget=retry_budget,
+        backoff=backoff,
+        on_error=on_error,
+        max_retries=max_retries,
+    )
+    return BatchWorker(
+        buffer,
+        sender,
+        counters,
+        name="eventtracking-segment-sender",
+        log=log,
+        batch_count=batch_count,
+        batch_bytes=take_bytes(batch_count, batch_bytes),
+        linger=linger,
+    )
