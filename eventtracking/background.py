@@ -122,23 +122,6 @@ def register(owner: Owner) -> None:
     if owner.exit_timeout > 0:
         _install_sigterm_handler()
     hook_celery()
-    _install_metrics()
-
-
-_metrics_installed = False
-
-
-def _install_metrics() -> None:
-    """Once per process, at the first owner: the delivery metrics (:mod:`eventtracking.metrics`)."""
-    global _metrics_installed
-    if not _metrics_installed:
-        _metrics_installed = True
-        try:
-            from eventtracking import metrics  # here: it imports this module
-
-            metrics.install()
-        except Exception:  # e.g. imports refused at interpreter shutdown: senders work without metrics
-            log.exception("the delivery metrics could not be installed")
 
 
 def unregister(owner: Owner) -> None:

@@ -196,7 +196,7 @@ _install_lock = threading.Lock()
 def install() -> bool:
     """Create the instruments on the global meter provider (once per process) and start the INFO
     line when ``EVENTTRACKING_STATS_LOG_INTERVAL`` asks for it; False without opentelemetry-api.
-    Called by :func:`eventtracking.background.register`; never raises."""
+    Called by the first :class:`~eventtracking.queue.worker.BatchWorker` of a process; never raises."""
     global _installed
     try:
         interval = float(os.environ.get(LOG_INTERVAL_VARIABLE) or 0)

@@ -4,7 +4,8 @@
 Every import statement counts, wherever it is: at the top, inside a function (a lazy import),
 under ``if TYPE_CHECKING:``. ``import eventtracking.x.y`` is an edge to ``eventtracking.x.y``;
 ``from eventtracking.x import y`` an edge to ``eventtracking.x``, and to ``eventtracking.x.y``
-when that is a module; relative imports are resolved the same way. A submodule's implicit
+when that is a module (only the latter when ``eventtracking.x`` encloses the importing module and
+every name taken is a submodule); relative imports are resolved the same way. A submodule's implicit
 dependency on its parent package's ``__init__`` (Python runs it first) is not an edge: it is a
 cycle only if the ``__init__`` itself imports the submodule and the submodule imports the
 package back.
@@ -58,7 +59,12 @@ def import_graph(root: Path) -> Graph:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             for target, names in _imported(node, name, path.name == "__init__.py"):
-                edges = {target} | {f"{target}.{taken}" for taken in names}
+                submodules = {f"{target}.{taken}" for taken in names} & known.keys()
+                edges = set(submodules)
+                # ``from <an enclosing package> import <its submodules>`` adds nothing to the
+                # implicit dependency on that package: only the submodules count.
+                if not (names and len(submodules) == len(names) and name.startswith(f"{target}.")):
+                    edges.add(target)
                 graph[name] |= {edge for edge in edges if edge in known and edge != name}
     return graph
 
@@ -201,6 +207,17 @@ def test_a_parent_package_is_no_edge_unless_it_imports_the_module(tmp_path):
     assert cycles(import_graph(_package(tmp_path, files))) == []
     files["y.py"] = "from pkg import x\nz = 1\n"  # the package's module x: an edge back
     assert cycles(import_graph(_package(tmp_path, files))) == [["pkg.x", "pkg.y"]]
+
+
+def test_taking_sibling_modules_from_the_enclosing_package_is_no_edge_to_it(tmp_path):
+    files = {
+        "__init__.py": "def __getattr__(name):\n    from pkg import client\n    return client\n",
+        "client.py": "from pkg import messages\n",  # the parent's submodule: the implicit dependency
+        "messages.py": "",
+    }
+    assert cycles(import_graph(_package(tmp_path, files))) == []
+    files["client.py"] = "from pkg import messages, __getattr__\n"  # a name of the package itself
+    assert cycles(import_graph(_package(tmp_path, files))) == [["pkg", "pkg.client"]]
 
 
 def test_the_checker_measures_classes_with_their_decorators(tmp_path):

@@ -33,6 +33,7 @@ from eventtracking.queue.stats import Counters, Progress
 from eventtracking.queue.worker import Closed, Handle
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode, trim_to_fit
 from eventtracking.segment.mapping import MappingOptions, SkipEvent, to_track_message
+from eventtracking.segment.official import import_clients as _import_clients
 from eventtracking.segment.pipeline import (
     DEFAULT_HOST,
     Delivery,
@@ -45,21 +46,6 @@ from eventtracking.segment.sender import ErrorHook
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_HOST", "MessageIds", "SegmentBackend", "analytics"]
-
-
-def _import_clients() -> tuple[Any, Any]:
-    """The official clients' global modules, None where not installed: ``analytics`` (the 1.x
-    API; analytics-python 1.4.post1, which edx-platform pins, installs it beside a 2.x
-    ``segment.analytics``) and ``segment.analytics`` (segment-analytics-python 2.x)."""
-    try:
-        import analytics as one_x
-    except ImportError:
-        one_x = None
-    try:
-        from segment import analytics as two_x
-    except ImportError:
-        two_x = None
-    return one_x, two_x
 
 
 _ANALYTICS, _SEGMENT_ANALYTICS = _import_clients()

@@ -34,6 +34,7 @@ import threading
 import time
 from typing import Any, Generic, Optional, TypeVar
 
+from eventtracking import metrics
 from eventtracking.background import BackgroundThread
 from eventtracking.queue.base import BatchHandler, Buffer, Shared
 from eventtracking.queue.stats import Counters
@@ -75,6 +76,7 @@ class BatchWorker(Generic[HandlerT]):
         self.batch_bytes = batch_bytes
         self.linger = linger
         self.background = BackgroundThread(self._run, name)
+        _install_metrics()
         self._log = log
         self._label = label
         self._noun = noun
@@ -230,3 +232,17 @@ class Handle(Generic[SharedT]):
     def stats(self) -> dict[str, Any]:
         """This caller's refusals merged with what the worker did for all of its callers."""
         return self.owner.stats(self.counters)
+
+
+_metrics_installed = False
+
+
+def _install_metrics() -> None:
+    """Once per process, at the first worker: the delivery metrics (:mod:`eventtracking.metrics`)."""
+    global _metrics_installed
+    if not _metrics_installed:
+        _metrics_installed = True
+        try:
+            metrics.install()
+        except Exception:  # e.g. imports refused at interpreter shutdown: workers run without metrics
+            metrics.log.exception("the delivery metrics could not be installed")

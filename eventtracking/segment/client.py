@@ -19,13 +19,13 @@ import logging
 from types import ModuleType
 from typing import Any, Callable, Optional
 
-from eventtracking.backends.segment import _import_clients
 from eventtracking.background import check_fork
 from eventtracking.queue.stats import Counters
 from eventtracking.queue.worker import Closed, Handle
 from eventtracking.segment import messages
 from eventtracking.segment.encoding import MAX_MESSAGE_BYTES, Unserializable, encode
 from eventtracking.segment.mapping import SkipEvent
+from eventtracking.segment.official import import_clients
 from eventtracking.segment.pipeline import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_HOST,
@@ -335,7 +335,7 @@ def global_modules() -> list[ModuleType]:
     delivers through): ``analytics`` (analytics-python 1.x, whose 1.4.post1 also installs the
     next) and ``segment.analytics`` (2.x)."""
     return [
-        module for module in _import_clients() if module is not None and hasattr(module, "default_client")
+        module for module in import_clients() if module is not None and hasattr(module, "default_client")
     ]
 
 
