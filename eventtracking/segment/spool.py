@@ -1,46 +1,5 @@
 """Deprecated: the spool moved to :mod:`eventtracking.queue.spool`. This module re-exports its
 public names for one release (see CHANGELOG.rst)."""
 
-from eventtracking.queue.spool import (
-    ACK_FILE,
-    DEAD_LETTER_FILE,
-    DEAD_LETTER_LOCK,
-    IDLE_ROTATE_BYTES,
-    RECORD_HEADER,
-    SEGMENT_MAGIC,
-    Spool,
-    SpoolUnsafe,
-    append_dead_letters,
-    dead_letter_lines,
-    dead_letter_lock,
-    encode_record,
-    iter_records,
-    open_dead_letters,
-    prepare_directory,
-    record_checksum,
-    segment_path,
-    survey,
-    utc_now,
-)
-
-__all__ = [
-    "ACK_FILE",
-    "DEAD_LETTER_FILE",
-    "DEAD_LETTER_LOCK",
-    "IDLE_ROTATE_BYTES",
-    "RECORD_HEADER",
-    "SEGMENT_MAGIC",
-    "Spool",
-    "SpoolUnsafe",
-    "append_dead_letters",
-    "dead_letter_lines",
-    "dead_letter_lock",
-    "encode_record",
-    "iter_records",
-    "open_dead_letters",
-    "prepare_directory",
-    "record_checksum",
-    "segment_path",
-    "survey",
-    "utc_now",
-]
+from eventtracking.queue.spool import *  # noqa: F403  (the deprecated path keeps every public name)
+from eventtracking.queue.spool import __all__ as __all__
