@@ -76,6 +76,10 @@ class RoutingBackend:
     ``send`` never raises. It also never mutates the event it is given: processors that may
     change it work on a private copy.
 
+    These decisions (copy before the processors or not, how each backend is called) are made
+    once, in a plan the router keeps until its ``backends`` or ``processors`` change (through
+    ``register_*``, in place, or replaced whole); see ``_Plan``.
+
     `backends` maps sortable names to objects with a callable ``send(event)``;
     `processors` is an iterable of callables. A ``RoutingBackend`` is itself a
     backend, so routing trees can be nested.
