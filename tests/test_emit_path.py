@@ -373,3 +373,84 @@ def test_a_declaration_that_fails_is_no_promise_and_send_never_raises():
     router.register_processor(Broken())
     router.send({"name": "e", "data": data})
     assert data == {"n": 1} and recorder[0]["data"] == {"n": 1, "touched": True}
+
+
+class Recorder:
+    """A backend that only reads... and does not keep its promise: it records what it was
+    handed, so a test sees whether the router copied."""
+
+    reads_only = True
+
+    def __init__(self):
+        self.events = []
+
+    def send(self, event):
+        self.events.append(event)
+
+
+def test_a_router_plans_again_when_its_backends_or_processors_change():
+    first, second, third = Recorder(), Recorder(), Recorder()
+    router = RoutingBackend(backends={"a": first})
+    event = {"name": "e", "data": {"n": 1}}
+    router.send(event)
+    assert first.events[-1] is event  # planned: handed on without a copy
+
+    router.register_backend("b", second)  # through the API
+    router.send(event)
+    assert len(first.events) == 2 and second.events[-1] is event
+
+    router.backends["b"] = third  # in place, the same length
+    router.send(event)
+    assert len(second.events) == 1 and third.events[-1] is event
+
+    router.backends.move_to_end("a")  # the order alone
+    order = []
+    first.send = lambda e: order.append("a")  # type: ignore[method-assign]
+    third.send = lambda e: order.append("b")  # type: ignore[method-assign]
+    router.send(event)
+    assert order == ["b", "a"]
+
+    router.backends = {"c": (fourth := Recorder())}  # replaced whole, a plain dict
+    router.send(event)
+    assert fourth.events[-1] is event
+
+    def changes(e):
+        e["data"]["n"] = 2
+
+    router.processors.append(changes)  # in place: now a processor may change the event
+    router.send(event)
+    assert event["data"] == {"n": 1} and fourth.events[-1]["data"] == {"n": 2}
+    router.processors = []  # replaced: nothing may change it any more
+    router.send(event)
+    assert fourth.events[-1] is event
+
+
+def test_a_send_replaced_after_the_plan_was_made_gets_a_copy():
+    kept = []
+    backend = Recorder()
+    router = RoutingBackend(backends={"x": backend, "y": LoggerBackend(name=LOG_NAME)})
+    tracker = Tracker(backends={"r": router})
+    data = {"items": [1]}
+    tracker.emit("e", data)  # planned: the recorder only reads
+    backend.send = kept.append  # type: ignore[method-assign]  # a test's mock: it keeps events
+    tracker.emit("e", data)
+    data["items"].append(2)
+    assert kept[0]["data"] == {"items": [1]} and kept[0]["data"] is not data
+
+
+def test_a_reads_only_answer_is_read_on_every_send():
+    class Answers(Recorder):
+        answer = True
+
+        @property  # type: ignore[override]
+        def reads_only(self):
+            return self.answer
+
+    backend = Answers()
+    router = RoutingBackend(backends={"a": backend, "b": Recorder()})
+    event = {"name": "e", "data": {"n": 1}}
+    router.send(event)
+    assert backend.events[-1] is event
+    backend.answer = False  # it no longer only reads: from now on it gets copies
+    router.send(event)
+    assert backend.events[-1] == event and backend.events[-1] is not event

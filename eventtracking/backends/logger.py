@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 
 from eventtracking.backends import event_name
+from eventtracking.encoding import datetime_json
 from eventtracking.processors.exceptions import ImproperlyConfigured
-from eventtracking.segment.encoding import datetime_json
 
 MAX_EVENT_SIZE = 1024  # the original's default; Open edX's settings raise it to 50000
 LOG = logging.getLogger(__name__)

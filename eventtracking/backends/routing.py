@@ -76,6 +76,10 @@ class RoutingBackend:
     ``send`` never raises. It also never mutates the event it is given: processors that may
     change it work on a private copy.
 
+    These decisions (copy before the processors or not, how each backend is called) are made
+    once, in a plan the router keeps until its ``backends`` or ``processors`` change (through
+    ``register_*``, in place, or replaced whole); see ``_Plan``.
+
     `backends` maps sortable names to objects with a callable ``send(event)``;
     `processors` is an iterable of callables. A ``RoutingBackend`` is itself a
     backend, so routing trees can be nested.
@@ -83,6 +87,8 @@ class RoutingBackend:
     Raises ``ValueError`` if a backend has no callable ``send`` or a processor is not
     callable.
     """
+
+    _plan: _Plan | None = None  # made on first send: subclasses need not call an __init__ of ours
 
     def __init__(
         self, backends: Mapping[Any, Any] | None = None, processors: Iterable[Processor] | None = None
@@ -126,7 +132,7 @@ class RoutingBackend:
         Never raises: see the class docstring for what happens to failures.
         """
         if type(self) is RoutingBackend:
-            self._route_shared(event)
+            self._dispatch(event, owned=False, process=True)
         else:  # a subclass may process or route in ways of its own: it gets its copy
             self._route(isolated_copy(event))
 
@@ -138,20 +144,6 @@ class RoutingBackend:
         except EventEmissionExit:
             return
         self.send_to_backends(processed)
-
-    def _route_shared(self, event: Any) -> None:
-        """``send`` for an event others hold (the caller, other branches): it is copied only
-        if a processor may change it; otherwise it goes on as it is, still not this router's."""
-        if self.processors:
-            for processor in self.processors:
-                if not reads_only(processor):
-                    self._route(isolated_copy(event))
-                    return
-            try:
-                event = self.process_event(event)
-            except EventEmissionExit:
-                return
-        self._send_to_backends(event, owned=False)
 
     def process_event(self, event: Any) -> Any:
         """
@@ -196,28 +188,44 @@ class RoutingBackend:
         ``NoBackendEnabled`` (a backend saying the event is not for it) at info level, with
         the original's messages, anything else as an error.
         """
-        self._send_to_backends(event, owned=True)
+        self._dispatch(event, owned=True, process=False)
 
-    def _send_to_backends(self, event: Any, owned: bool) -> None:
-        """``send_to_backends``; `owned` False: `event` is not this router's to give away, so
-        every backend but those that only read gets a copy, the last one too."""
-        backends = list(self.backends.items())
-        last = len(backends) - 1
-        for index, (name, backend) in enumerate(backends):
+    def _dispatch(self, event: Any, owned: bool, process: bool) -> None:
+        """Process (when `process`) and deliver `event` along this router's plan. `owned` False:
+        others hold `event` (the caller, other branches), so it is copied before a processor
+        that may change it runs, and every backend but those that only read gets a copy, the
+        last one too; `owned` True: the last backend may be given the event itself."""
+        plan = self._plan
+        backends = self.backends
+        if (
+            plan is None
+            or plan.backends != backends  # an OrderedDict's == compares the order too
+            or plan.processors != self.processors
+            or type(backends) is not OrderedDict  # a plain dict reordered would compare equal
+        ):
+            plan = self._plan = _Plan(self)  # made again: the backends or processors changed
+        if process and plan.processors:
+            if plan.copies and not owned:
+                event = isolated_copy(event)
+                owned = True
+            try:
+                event = self.process_event(event)
+            except EventEmissionExit:
+                return
+        last = len(plan.steps) - 1 if owned else -1  # the event itself may go to the last backend
+        for index, (name, backend, method, kind) in enumerate(plan.steps):
             try:
                 send = backend.send
-                give = owned and index == last  # the event itself may go to the last backend
-                if getattr(send, "__func__", None) is _PLAIN_SEND:
-                    # A router (its send() not overridden by a subclass nor patched on the
-                    # instance) takes the copy as its own instead of copying it again, and a
-                    # plain one takes a shared event and copies only if it must.
-                    if give:
-                        backend._route(event)
-                    elif type(backend) is RoutingBackend:
-                        backend._route_shared(event)
-                    else:
-                        backend._route(isolated_copy(event))
-                elif give or reads_only(backend):
+                if getattr(send, "__func__", None) is not method:  # replaced since the plan was made
+                    kind = _kind_of(backend, send)
+                if kind is _ROUTER:
+                    # A plain router (its send() neither overridden by a subclass nor patched on
+                    # the instance) takes the copy as its own instead of copying it again, or
+                    # takes a shared event and copies only if it must.
+                    backend._dispatch(event, owned=index == last, process=True)
+                elif kind is _SUBCLASS_ROUTER:
+                    backend._route(event if index == last else isolated_copy(event))
+                elif index == last or kind is _READS or (kind is _ANSWERS and _answers_reads_only(backend)):
                     send(event)
                 else:
                     send(isolated_copy(event))
@@ -239,8 +247,55 @@ class RoutingBackend:
             except Exception:
                 LOG.exception('Unable to send edx event "%s" to backend: %s', event_name(event), name)
 
-
 _PLAIN_SEND = RoutingBackend.send
+
+# How a backend is called (a plan's decision for it).
+_COPY = "copy"  # anything else: its own copy, unless it is the last backend of an owned event
+_READS = "reads"  # its class says it only reads, as a constant: the event itself
+_ANSWERS = "answers"  # its class declares it, the instance answers (a property): read each call
+_ROUTER = "router"  # a plain RoutingBackend: routed without its send(), copying only if it must
+_SUBCLASS_ROUTER = "subclass"  # a subclass with the plain send(): its _route() on its own copy
+
+
+def _kind_of(backend: Any, send: Any) -> str:
+    if getattr(send, "__func__", None) is _PLAIN_SEND:
+        return _ROUTER if type(backend) is RoutingBackend else _SUBCLASS_ROUTER
+    if not reads_only(backend):
+        return _COPY
+    constant = type(type(backend).__dict__["reads_only"]) is bool and "reads_only" not in backend.__dict__
+    return _READS if constant else _ANSWERS
+
+
+def _answers_reads_only(backend: Any) -> bool:
+    """Whether a backend whose class declares :class:`ReadsOnly` still says so (an instance may
+    answer by its state: ``SegmentBackend`` in drop-in mode does not only read)."""
+    try:
+        return backend.reads_only is True
+    except Exception:  # a declaration that fails to answer is no promise
+        return False
+
+
+class _Plan:
+    """What a plain router decided about its processors and backends, made once and again when
+    either changes (``register_*``, or its ``backends``/``processors`` changed in place or
+    replaced): whether a processor may change the event (then the router copies it first), and
+    how each backend is called. A backend whose ``send`` was replaced since (a test's mock) is
+    decided again on every call; a backend's ``reads_only`` answered by a property is read on
+    every call; a class constant (``reads_only = True``) and a processor's declaration when the
+    plan is made.
+    """
+
+    __slots__ = ("backends", "copies", "processors", "steps")
+
+    def __init__(self, router: RoutingBackend) -> None:
+        self.processors = list(router.processors)
+        self.backends = OrderedDict(router.backends)
+        self.copies = not all(reads_only(processor) for processor in self.processors)
+        steps = []
+        for name, backend in self.backends.items():
+            send = getattr(backend, "send", None)
+            steps.append((name, backend, getattr(send, "__func__", None), _kind_of(backend, send)))
+        self.steps: tuple[tuple[Any, Any, Any, str], ...] = tuple(steps)
 
 
 def isolated_copy(event: Any) -> Any:

@@ -86,6 +86,19 @@ from typing import Any, Callable
 
 import orjson
 
+from eventtracking.encoding import datetime_bytes, datetime_json
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_MESSAGE_BYTES",
+    "Unserializable",
+    "datetime_bytes",
+    "datetime_json",
+    "encode",
+    "text_of",
+    "trim_to_fit",
+]
+
 MAX_MESSAGE_BYTES = 32 * 1024
 # orjson refuses containers nested deeper than this; the walk enforces the same.
 MAX_DEPTH = 254
@@ -154,34 +167,6 @@ def _with_written_timestamps(message: Any) -> Any:
         properties["timestamp"] = written if own is stamp else datetime_json(own)
         message["properties"] = properties
     return message
-
-
-def datetime_json(value: datetime.datetime) -> orjson.Fragment:
-    """A datetime as the JSON orjson writes for it (naive = UTC), computed so that no Python
-    code runs inside orjson: a tzinfo that is not ``datetime.timezone`` (pytz, dateutil,
-    ZoneInfo, the caller's own) is asked for its offset here first. Raises what that raises."""
-    return _fragment(datetime_bytes(value))
-
-
-def datetime_bytes(value: datetime.datetime) -> bytes:
-    """The JSON string of :func:`datetime_json` (ISO 8601, quoted), as bytes."""
-    zone = value.tzinfo
-    if zone is not None and type(zone) is not _UTC_TYPE:
-        offset = value.utcoffset()
-        value = datetime.datetime.replace(value, tzinfo=None if offset is None else datetime.timezone(offset))
-    if type(value) is not _DATETIME:  # a subclass: orjson must not meet its methods either
-        value = datetime.datetime(
-            value.year,
-            value.month,
-            value.day,
-            value.hour,
-            value.minute,
-            value.second,
-            value.microsecond,
-            value.tzinfo,
-            fold=value.fold,
-        )
-    return _dumps(value, option=_OPTIONS)
 
 
 def trim_to_fit(message: dict, limit: int = MAX_MESSAGE_BYTES) -> tuple[bytes, list[str]]:
