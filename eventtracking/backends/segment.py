@@ -125,7 +125,6 @@ class SegmentBackend:
         self._counters = Counters()
         self._ids = MessageIds()
         self._handle: Optional[Handle[Pipeline]] = None  # owned mode: its way into the pipeline
-        self._pipeline: Optional[Pipeline] = None
         self._clients_used: list[Any] = []  # the global clients handed messages: flush() flushes them
         self._client_error_warned = False
         self._no_write_key_warned = False
@@ -154,7 +153,11 @@ class SegmentBackend:
                 fsync=fsync,
             )
             self._handle = acquire(delivery, self._counters, exit_timeout, "SegmentBackend")
-            self._pipeline = self._handle.owner
+
+    @property
+    def _pipeline(self) -> Optional[Pipeline]:
+        """Owned mode's pipeline (shared with other callers); None in drop-in mode."""
+        return None if self._handle is None else self._handle.owner
 
     def __repr__(self) -> str:
         mode = f"owned, {self._pipeline.sender.transport!r}" if self._pipeline else "drop-in"
@@ -165,7 +168,7 @@ class SegmentBackend:
         """Owned mode only reads its event (:class:`~eventtracking.backends.routing.ReadsOnly`):
         ``send`` encodes it before returning. The drop-in mode hands it to the global client,
         which keeps it until its thread encodes it, so a router gives that mode a copy."""
-        return self._pipeline is not None
+        return self._handle is not None
 
     # -- the caller's thread -----------------------------------------------------------------
 

@@ -137,7 +137,11 @@ class Client:
         self._ids = MessageIds()
         self._warned: set[str] = set()
         self._handle: Handle[Pipeline] = acquire(delivery, self._counters, exit_timeout, "Client")
-        self._pipeline = self._handle.owner
+
+    @property
+    def _pipeline(self) -> Pipeline:
+        """The pipeline this client shares with every caller of the same delivery options."""
+        return self._handle.owner
 
     def __repr__(self) -> str:
         return f"<eventtracking Client {self._pipeline.sender.transport!r}>"
