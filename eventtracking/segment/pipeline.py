@@ -33,7 +33,7 @@ from eventtracking.queue.base import Buffer
 from eventtracking.queue.factory import open_buffer
 from eventtracking.queue.stats import Counters, DropWarning
 from eventtracking.queue.worker import Handle
-from eventtracking.segment.sender import ErrorHook, sender_worker
+from eventtracking.segment.sender import ErrorHook, Sender, sender_worker
 from eventtracking.segment.transport import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,14 @@ class Pipeline:
             max_retries=delivery.max_retries,
             on_error=delivery.on_error,
         )
-        self.sender = self.worker.handler
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.sender.transport!r}>"
+
+    @property
+    def sender(self) -> Sender:
+        """The worker's HTTP handler."""
+        return self.worker.handler
 
     @property
     def buffer(self) -> Buffer:
