@@ -23,8 +23,8 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from eventtracking.segment.encoding import MAX_BATCH_BYTES as MAX_BODY_BYTES  # raw, and once decompressed
 from eventtracking.segment.encoding import MAX_DEPTH, MAX_MESSAGE_BYTES
-from eventtracking.segment.sender import MAX_BATCH_BYTES as MAX_BODY_BYTES  # raw, and once decompressed
 
 MAX_HEAD_BYTES = 128 * 1024  # request line and headers of one request (the line alone: 64 KiB)
 MAX_CONNECTIONS = 32

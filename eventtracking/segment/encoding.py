@@ -89,6 +89,7 @@ import orjson
 from eventtracking.encoding import datetime_bytes, datetime_json
 
 __all__ = [
+    "MAX_BATCH_BYTES",
     "MAX_DEPTH",
     "MAX_MESSAGE_BYTES",
     "Unserializable",
@@ -100,6 +101,7 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024  # a whole request body
 # orjson refuses containers nested deeper than this; the walk enforces the same.
 MAX_DEPTH = 254
 

@@ -43,11 +43,11 @@ import orjson
 from eventtracking.queue.base import Buffer
 from eventtracking.queue.stats import Counters
 from eventtracking.queue.worker import BatchWorker
+from eventtracking.segment.encoding import MAX_BATCH_BYTES
 from eventtracking.segment.transport import NETWORK_ERROR, Answer, HttpTransport, batch_body
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH_BYTES = 500 * 1024
 BATCH_OVERHEAD = 128  # '{"batch":[', the commas, '],"sentAt":"…"}'
 MAX_RETRY_AFTER = 300.0  # seconds: the longest single wait a Retry-After gets
 MAX_RATE_LIMIT_HOLD = 3600.0  # seconds a batch is held across the server's Retry-After waits
