@@ -20,8 +20,9 @@ provided by ``tests/servers/conftest.py``)::
   its whole process group, when the test ends.
 - :class:`Site`: ``load(numbers, threads=8)`` (returns the numbers answered 200; failures are
   allowed once ``stop`` was called, e.g. from another thread), ``get(path)``, ``stop(signum)``
-  (the exit status), ``logged()`` (a Counter of the numbers the view emitted, from its tracking
-  log), ``output()`` (the server's log), ``pids()`` (the pids that answered).
+  (the exit status), for uWSGI ``wait_until_idle()``, ``uwsgi_workers()`` (its stats socket) and
+  ``stop_uwsgi_gracefully()`` (its master FIFO), ``logged()`` (a Counter of the numbers the view
+  emitted, from its tracking log), ``output()`` (the server's log), ``pids()`` (the pids that answered).
 - :func:`assert_each_arrived_once` compares the collector with what the view emitted.
 
 The collector is the ``collector`` fixture of ``tests/conftest.py`` (in this process, on loopback).
@@ -29,12 +30,14 @@ The collector is the ``collector`` fixture of ``tests/conftest.py`` (in this pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -69,8 +72,14 @@ def uwsgi(*options: str) -> Command:
     return lambda port: [
         str(BIN / "uwsgi"), "--http-socket", f"127.0.0.1:{port}", "--chdir", str(HERE),
         "--module", "testsite:application", "--master", "--need-app", "--disable-logging",
-        "--worker-reload-mercy", "60", *options,
+        "--worker-reload-mercy", "60", "--stats", uwsgi_control(port, "stats"),
+        "--master-fifo", uwsgi_control(port, "fifo"), *options,
     ]  # fmt: skip
+
+
+def uwsgi_control(port: int, kind: str) -> str:
+    """The path of a uWSGI site's stats socket or master FIFO (``kind``), found by its port."""
+    return os.path.join(tempfile.gettempdir(), f"eventtracking-uwsgi-{port}.{kind}")
 
 
 def uvicorn(*options: str, app: str = "testsite:asgi_application") -> Command:
@@ -91,8 +100,10 @@ class Site:
         self._log = open(self.log_path, "ab")
         self.stopping = threading.Event()
         self._answered_by: Counter = Counter()
+        argv = command(self.port)
+        self.is_uwsgi = Path(argv[0]).name == "uwsgi"
         self.process = subprocess.Popen(
-            command(self.port),
+            argv,
             env={**os.environ, "TRACKING_LOG": str(self.tracking_log), "PYTHONPATH": str(HERE), **env},
             cwd=HERE,
             stdout=self._log,
@@ -152,11 +163,44 @@ class Site:
         """Send ``signum`` to the server's main process; its exit status (negative: a signal)."""
         self.stopping.set()
         self.process.send_signal(signum)
+        return self._wait_exit(timeout, f"signal {signum}")
+
+    def stop_uwsgi_gracefully(self, timeout: float = 120) -> int:
+        """uWSGI 2.0's graceful shutdown (``q`` on its master FIFO): each worker finishes the
+        requests it has, then exits normally. The master's exit status."""
+        self.stopping.set()
+        self.uwsgi_command(b"q")
+        return self._wait_exit(timeout, "a graceful shutdown")
+
+    def _wait_exit(self, timeout: float, after: str) -> int:
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            message = f"still running {timeout} s after signal {signum}:\n{self.output()}"
-            raise AssertionError(message) from None
+            raise AssertionError(f"still running {timeout} s after {after}:\n{self.output()}") from None
+
+    def uwsgi_workers(self) -> list[dict]:
+        """A uWSGI site's workers as its stats socket reports them (``pid``, ``status``...)."""
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
+            sock.connect(uwsgi_control(self.port, "stats"))
+            data = b"".join(iter(lambda: sock.recv(65536), b""))
+        return json.loads(data)["workers"]
+
+    def wait_until_idle(self, timeout: float = 60) -> None:
+        """Wait until no worker of a uWSGI site is inside a request (other servers: at once): a
+        client has its answer a moment before the worker has closed the request, and uWSGI skips
+        Python's exit in a worker that a quick stop finds busy."""
+        if not self.is_uwsgi:
+            return
+        deadline = time.monotonic() + timeout
+        while any(worker["status"] != "idle" for worker in self.uwsgi_workers()):
+            assert time.monotonic() < deadline, f"still busy after {timeout} s: {self.uwsgi_workers()}"
+            time.sleep(0.02)
+
+    def uwsgi_command(self, command: bytes) -> None:
+        """Write one command to a uWSGI site's master FIFO (``q``: graceful shutdown)."""
+        with open(uwsgi_control(self.port, "fifo"), "wb") as fifo:
+            fifo.write(command)
 
     def logged(self) -> Counter:
         """The numbers of the events the view emitted (its tracking log), with their counts."""
@@ -177,6 +221,9 @@ class Site:
             self.process.wait(timeout=60)
         finally:
             self._log.close()
+            for kind in ("stats", "fifo"):  # a uWSGI site's controls (they are not in tmp_path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(uwsgi_control(self.port, kind))
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The site the server tests run: Django, one view that emits one event through the tracker into
-an owned-mode SegmentBackend pointing at the project's collector.
+an owned-mode SegmentBackend pointing at the project's collector (``/emit?n=N``), and one that
+keeps its request in flight for a while (``/slow?s=SECONDS``).
 
 Environment (set by :class:`conftest.Site`):
 
@@ -21,6 +22,7 @@ without it.
 
 import json
 import os
+import time
 
 from django.conf import settings
 
@@ -86,7 +88,13 @@ def ready(request):
     return HttpResponse(str(os.getpid()))
 
 
-urlpatterns = [path("emit", emit), path("ready", ready)]
+def slow(request):
+    """A request that stays in flight for ``?s=`` seconds (a stop that finds its worker busy)."""
+    time.sleep(float(request.GET["s"]))
+    return HttpResponse(str(os.getpid()))
+
+
+urlpatterns = [path("emit", emit), path("ready", ready), path("slow", slow)]
 application = get_wsgi_application()
 bare_asgi_application = get_asgi_application()
 asgi_application = deliver_on_shutdown(bare_asgi_application)
