@@ -117,15 +117,21 @@ class Site:
             return response.read().decode()
 
     def wait_ready(self, timeout: float = 120) -> None:
+        """Wait until the site answers and, under uWSGI, until every worker has loaded it: with
+        --lazy-apps a worker may still be loading it while another serves, and a stop that
+        finds it loading does not stop it cleanly (SIGINT interrupts its import; the graceful
+        ``q`` is missed, and the worker serves on)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"the server exited:\n{self.output()}"
             try:
                 self.get("/ready", timeout=5)
-                return
+                if not self.is_uwsgi or all(worker["apps"] for worker in self.uwsgi_workers()):
+                    return
             except (OSError, urllib.error.URLError):
-                time.sleep(0.1)
-        raise AssertionError(f"the site did not answer within {timeout} s:\n{self.output()}")
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the site was not ready within {timeout} s:\n{self.output()}")
 
     def load(self, numbers, threads: int = 8) -> list[int]:
         """GET /emit?n=N for each number from ``threads`` clients; the numbers answered 200."""
