@@ -454,3 +454,36 @@ def test_a_reads_only_answer_is_read_on_every_send():
     backend.answer = False  # it no longer only reads: from now on it gets copies
     router.send(event)
     assert backend.events[-1] == event and backend.events[-1] is not event
+
+
+def test_only_the_last_backend_of_an_event_the_router_owns_takes_it_without_a_copy():
+    class Keeps:  # declares nothing: it gets a copy unless the router owns the event it hands it
+        def __init__(self):
+            self.events = []
+
+        def send(self, event):
+            self.events.append(event)
+
+    processed = []
+
+    def stamps(event):  # may change the event: the router copies it first and owns its copy
+        event["stamped"] = True
+        processed.append(event)
+
+    first, last = Keeps(), Keeps()
+    router = RoutingBackend(backends={"a": first, "b": last}, processors=[stamps])
+    event = {"name": "e", "data": {"n": 1}}
+    for _ in range(2):  # the plan's first send and a planned one
+        router.send(event)
+        assert "stamped" not in event
+        assert last.events[-1] is processed[-1]  # owned: the last backend takes the router's copy
+        assert first.events[-1] == processed[-1] and first.events[-1] is not processed[-1]
+
+    alone = Keeps()
+    shared = RoutingBackend(backends={"only": alone})  # nothing copied first: the caller holds it
+    nested = RoutingBackend(backends={"inner": shared}, processors=[stamps])
+    for _ in range(2):
+        shared.send(event)
+        assert alone.events[-1] == event and alone.events[-1] is not event
+        nested.send(event)  # the nested router is handed the outer one's own copy, as its own
+        assert alone.events[-1] is processed[-1] and "stamped" not in event

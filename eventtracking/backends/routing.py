@@ -132,7 +132,7 @@ class RoutingBackend:
         Never raises: see the class docstring for what happens to failures.
         """
         if type(self) is RoutingBackend:
-            self._dispatch(event, owned=False, process=True)
+            self._dispatch(event, False, True)
         else:  # a subclass may process or route in ways of its own: it gets its copy
             self._route(isolated_copy(event))
 
@@ -188,7 +188,7 @@ class RoutingBackend:
         ``NoBackendEnabled`` (a backend saying the event is not for it) at info level, with
         the original's messages, anything else as an error.
         """
-        self._dispatch(event, owned=True, process=False)
+        self._dispatch(event, True, False)
 
     def _dispatch(self, event: Any, owned: bool, process: bool) -> None:
         """Process (when `process`) and deliver `event` along this router's plan. `owned` False:
@@ -212,8 +212,8 @@ class RoutingBackend:
                 event = self.process_event(event)
             except EventEmissionExit:
                 return
-        last = len(plan.steps) - 1 if owned else -1  # the event itself may go to the last backend
-        for index, (name, backend, method, kind) in enumerate(plan.steps):
+        # `owns`: the step's backend may be given the event itself (the last one of an owned event).
+        for name, backend, method, kind, owns in plan.owned_steps if owned else plan.shared_steps:
             try:
                 send = backend.send
                 if getattr(send, "__func__", None) is not method:  # replaced since the plan was made
@@ -222,10 +222,12 @@ class RoutingBackend:
                     # A plain router (its send() neither overridden by a subclass nor patched on
                     # the instance) takes the copy as its own instead of copying it again, or
                     # takes a shared event and copies only if it must.
-                    backend._dispatch(event, owned=index == last, process=True)
+                    backend._dispatch(event, owns, True)
+                elif kind is _READS:
+                    send(event)
                 elif kind is _SUBCLASS_ROUTER:
-                    backend._route(event if index == last else isolated_copy(event))
-                elif index == last or kind is _READS or (kind is _ANSWERS and _answers_reads_only(backend)):
+                    backend._route(event if owns else isolated_copy(event))
+                elif owns or (kind is _ANSWERS and _answers_reads_only(backend)):
                     send(event)
                 else:
                     send(isolated_copy(event))
@@ -285,7 +287,7 @@ class _Plan:
     plan is made.
     """
 
-    __slots__ = ("backends", "copies", "processors", "steps")
+    __slots__ = ("backends", "copies", "owned_steps", "processors", "shared_steps")
 
     def __init__(self, router: RoutingBackend) -> None:
         self.processors = list(router.processors)
@@ -294,8 +296,13 @@ class _Plan:
         steps = []
         for name, backend in self.backends.items():
             send = getattr(backend, "send", None)
-            steps.append((name, backend, getattr(send, "__func__", None), _kind_of(backend, send)))
-        self.steps: tuple[tuple[Any, Any, Any, str], ...] = tuple(steps)
+            steps.append((name, backend, getattr(send, "__func__", None), _kind_of(backend, send), False))
+        # Each step: (name, backend, its send's function, kind, owns). For an event the router
+        # owns, the last backend owns it; for a shared one, none does (decided here, not per send).
+        self.shared_steps: tuple[tuple[Any, Any, Any, str, bool], ...] = tuple(steps)
+        if steps:
+            steps[-1] = steps[-1][:4] + (True,)
+        self.owned_steps: tuple[tuple[Any, Any, Any, str, bool], ...] = tuple(steps)
 
 
 def isolated_copy(event: Any) -> Any:
