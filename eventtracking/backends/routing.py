@@ -41,10 +41,7 @@ def reads_only(component: Any) -> bool:
             _DECLARED[type(component)] = declared
     if not declared or "send" in getattr(component, "__dict__", ()):
         return False
-    try:
-        return component.reads_only is True
-    except Exception:  # a declaration that fails to answer is no promise
-        return False
+    return _answers_reads_only(component)
 
 
 _DECLARED: dict[type, bool] = {}  # class -> whether its own body sets reads_only
@@ -268,11 +265,11 @@ def _kind_of(backend: Any, send: Any) -> str:
     return _READS if constant else _ANSWERS
 
 
-def _answers_reads_only(backend: Any) -> bool:
-    """Whether a backend whose class declares :class:`ReadsOnly` still says so (an instance may
-    answer by its state: ``SegmentBackend`` in drop-in mode does not only read)."""
+def _answers_reads_only(component: Any) -> bool:
+    """Whether a backend or processor whose class declares :class:`ReadsOnly` still says so (an
+    instance may answer by its state: ``SegmentBackend`` in drop-in mode does not only read)."""
     try:
-        return backend.reads_only is True
+        return component.reads_only is True
     except Exception:  # a declaration that fails to answer is no promise
         return False
 
