@@ -126,7 +126,7 @@ class Site:
             assert self.process.poll() is None, f"the server exited:\n{self.output()}"
             try:
                 self.get("/ready", timeout=5)
-                if not self.is_uwsgi or all(worker["apps"] for worker in self.uwsgi_workers()):
+                if not self.is_uwsgi or self.uwsgi_loaded():
                     return
             except (OSError, urllib.error.URLError):
                 pass
@@ -192,16 +192,21 @@ class Site:
             data = b"".join(iter(lambda: sock.recv(65536), b""))
         return json.loads(data)["workers"]
 
+    def uwsgi_loaded(self, gone: int = 0) -> bool:
+        """Whether every worker of a uWSGI site has loaded the site (none of them pid ``gone``,
+        a worker killed that the master has not replaced yet)."""
+        return all(worker["apps"] and worker["pid"] not in (0, gone) for worker in self.uwsgi_workers())
+
     def wait_until_idle(self, timeout: float = 60) -> None:
         """Wait until no worker of a uWSGI site is inside a request (other servers: at once): a
         client has its answer a moment before the worker has closed the request, and uWSGI skips
         Python's exit in a worker that a quick stop finds busy."""
-        if not self.is_uwsgi:
-            return
-        deadline = time.monotonic() + timeout
-        while any(worker["status"] != "idle" for worker in self.uwsgi_workers()):
-            assert time.monotonic() < deadline, f"still busy after {timeout} s: {self.uwsgi_workers()}"
-            time.sleep(0.02)
+        if self.is_uwsgi:
+            wait_until(
+                lambda: all(worker["status"] == "idle" for worker in self.uwsgi_workers()),
+                timeout,
+                "every worker idle (its stats socket)",
+            )
 
     def uwsgi_command(self, command: bytes) -> None:
         """Write one command to a uWSGI site's master FIFO (``q``: graceful shutdown)."""
@@ -251,6 +256,14 @@ def start_site(tmp_path, collector):
     yield start
     for site in sites:
         site.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120, what: str = "") -> None:
+    """Poll ``condition`` every 20 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s: {what}"
+        time.sleep(0.02)
 
 
 def arrived(collector) -> Counter:

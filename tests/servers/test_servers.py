@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import pytest
-from harness import assert_each_arrived_once, gunicorn, uvicorn, uwsgi
+from harness import assert_each_arrived_once, gunicorn, uvicorn, uwsgi, wait_until
 
 pytestmark = pytest.mark.servers
 
@@ -64,10 +63,11 @@ def slow_request(site, seconds: float) -> tuple[threading.Thread, list]:
 
     asking = threading.Thread(target=ask)
     asking.start()
-    deadline = time.monotonic() + 60
-    while all(worker["status"] == "idle" for worker in site.uwsgi_workers()):
-        assert time.monotonic() < deadline, "the slow request never reached a worker"
-        time.sleep(0.02)
+    wait_until(
+        lambda: any(worker["status"] != "idle" for worker in site.uwsgi_workers()),
+        60,
+        "the slow request in a worker",
+    )
     return asking, answers
 
 
