@@ -25,8 +25,24 @@ _dumps = orjson.dumps
 def datetime_json(value: datetime.datetime) -> orjson.Fragment:
     """A datetime as the JSON orjson writes for it (naive = UTC), computed so that no Python
     code runs inside orjson: a tzinfo that is not ``datetime.timezone`` (pytz, dateutil,
-    ZoneInfo, the caller's own) is asked for its offset here first. Raises what that raises."""
+    ZoneInfo, the caller's own) is asked for its offset here first. Raises what that raises.
+
+    The last plain datetime written (naive or in a ``datetime.timezone``, whose JSON cannot
+    change) is remembered with its JSON: every backend of an event writes the same timestamp
+    object, and writing one costs more than the rest of this function."""
+    global _last_written
+    last = _last_written
+    if last[0] is value:
+        return last[1]
+    zone = value.tzinfo
+    if type(value) is _DATETIME and (zone is None or type(zone) is _UTC_TYPE):
+        written = _fragment(_dumps(value, option=_OPTIONS))
+        _last_written = (value, written)  # one tuple: a thread reads both halves or neither
+        return written
     return _fragment(datetime_bytes(value))
+
+
+_last_written: tuple[object, orjson.Fragment] = (object(), _fragment(b"null"))
 
 
 def datetime_bytes(value: datetime.datetime) -> bytes:

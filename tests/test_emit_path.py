@@ -487,3 +487,40 @@ def test_only_the_last_backend_of_an_event_the_router_owns_takes_it_without_a_co
         assert alone.events[-1] == event and alone.events[-1] is not event
         nested.send(event)  # the nested router is handed the outer one's own copy, as its own
         assert alone.events[-1] is processed[-1] and "stamped" not in event
+
+
+def test_a_timestamp_is_written_once_for_every_backend_and_never_stale():
+    """datetime_json remembers the last plain datetime it wrote (each backend writes the event's
+    timestamp): the same object gives the same JSON, another object its own, and a datetime whose
+    tzinfo is Python code is asked again every time."""
+    from eventtracking.encoding import datetime_json
+
+    first = datetime(2026, 12, 3, 18, 0, 0, 123456, tzinfo=timezone.utc)
+    second = datetime(2026, 12, 3, 18, 0, 1, tzinfo=timezone.utc)
+    written = datetime_json(first)
+    assert datetime_json(first) is written
+    assert orjson.dumps({"t": datetime_json(second)}) == b'{"t":"2026-12-03T18:00:01+00:00"}'
+    assert orjson.dumps({"t": datetime_json(first)}) == b'{"t":"2026-12-03T18:00:00.123456+00:00"}'
+    naive = datetime(2026, 12, 3)
+    assert orjson.dumps([datetime_json(naive), datetime_json(naive)]) == (
+        b'["2026-12-03T00:00:00+00:00","2026-12-03T00:00:00+00:00"]'
+    )
+
+    class Drifting(tzinfo):
+        """A zone whose offset grows each time it is asked."""
+
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def utcoffset(self, dt):
+            self.asked += 1
+            return timedelta(hours=self.asked)
+
+        def dst(self, dt):
+            return timedelta(0)
+
+    zone = Drifting()
+    local = datetime(2026, 12, 3, 12, 0, tzinfo=zone)
+    assert orjson.dumps([datetime_json(local), datetime_json(local)]) == (
+        b'["2026-12-03T12:00:00+01:00","2026-12-03T12:00:00+02:00"]'
+    )

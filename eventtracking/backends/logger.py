@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from eventtracking.backends import event_name
+from eventtracking.backends.logging_call import log_line
 from eventtracking.encoding import datetime_json
 from eventtracking.processors.exceptions import ImproperlyConfigured
 
@@ -78,7 +79,7 @@ class LoggerBackend:
                     self.max_event_size,
                 )
                 return
-            _log(self.event_logger, self.level, encoded.decode("utf-8"))
+            log_line(self.event_logger, self.level, encoded.decode("utf-8"), sys._getframe())
         except Exception:
             with self._lock:
                 self.errors += 1
@@ -115,44 +116,6 @@ def _with_written_timestamp(event: Any) -> Any:
                 stamp = stamp.astimezone(timezone.utc)
             return {**event, "timestamp": datetime_json(stamp)}
     return event
-
-
-_PLAIN_LOGGERS = (logging.Logger, logging.RootLogger)
-_LOGGER_LOG = logging.Logger.log
-_LOGGER_UNDERSCORE_LOG = logging.Logger._log
-
-
-def _log(logger: logging.Logger, level: int, text: str) -> None:
-    """``logger.log(level, text)`` for a logger enabled for `level`.
-
-    ``Logger.log`` looks for its caller by walking the stack (``findCaller``); here the caller is
-    known: this module's ``send``. So, when the logger is logging's own (not a subclass, and
-    neither ``log`` nor ``_log`` replaced), the record is made and handled as ``Logger._log``
-    does, through the logger's own ``makeRecord`` and ``handle``, with the file, line and
-    function ``findCaller`` would have found; unknown ones when the site turned caller lookup
-    off (``logging._srcfile = None``), as ``Logger._log`` then records. Anything else gets the
-    ``log`` call.
-    """
-    kind = type(logger)
-    if (
-        kind not in _PLAIN_LOGGERS
-        or kind.log is not _LOGGER_LOG
-        or kind._log is not _LOGGER_UNDERSCORE_LOG
-        or "log" in logger.__dict__
-        or "_log" in logger.__dict__
-    ):
-        logger.log(level, text)
-        return
-    if logging._srcfile:
-        caller = sys._getframe(1)
-        code = caller.f_code
-        record = logger.makeRecord(
-            logger.name, level, code.co_filename, caller.f_lineno, text, (), None, code.co_name
-        )
-    else:
-        unknown = "(unknown file)", 0, text, (), None, "(unknown function)"
-        record = logger.makeRecord(logger.name, level, *unknown)
-    logger.handle(record)
 
 
 class DateTimeJSONEncoder(json.JSONEncoder):

@@ -161,8 +161,7 @@ def _with_written_timestamps(message: Any) -> Any:
     # This runs for every event: dict.copy() and item assignment are the cheapest copies.
     message = message.copy()
     if type(stamp) is _DATETIME:
-        zone = stamp.tzinfo
-        written = _fragment(_dumps(stamp)) if type(zone) is _UTC_TYPE else datetime_json(stamp)
+        written = datetime_json(stamp)
         message["timestamp"] = written
     if type(own) is _DATETIME:
         properties = properties.copy()  # type: ignore[union-attr]
