@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import subprocess
@@ -358,3 +359,12 @@ def test_a_spool_the_disk_refuses_falls_back_to_memory(collector, tmp_path, capl
     backend.send(make_event(1))
     assert backend.flush(10)
     assert collector.count() == 1
+
+
+def test_a_batch_body_holds_its_messages_as_they_are_and_a_sent_at():
+    from eventtracking.segment.transport import batch_body
+
+    for messages in ([], [b'{"a":1}'], [b'{"a":1}', b'{"b":2}'], [b'{"n":%d}' % i for i in range(5)]):
+        body = json.loads(batch_body(messages))
+        assert body["batch"] == [json.loads(message) for message in messages]
+        assert datetime.datetime.fromisoformat(body["sentAt"]).tzinfo is not None
