@@ -17,20 +17,27 @@ Open edX-shaped enrollment, emitted in its request context, so whitelisted and l
   and encode one Segment message with orjson and append it to a list (posted in ready-made
   batches after the timed loop).
 
-Each row runs in a process of its own environment (one collector, in another process, for all);
-rounds are interleaved and medians shown. "caller µs/event" is the cost of ``tracker.emit`` to
-the application; end to end runs until the collector has every event.
+The original and the drop-in row each run in a process of their own environment; ours, owned and
+the limit share one (the same environment), in alternating blocks of 1,000 events, so that both
+meet the same moments of a shared machine whose speed changes in phases of seconds (run in
+processes of their own, one after the other, their ratio moved from 1.25x to 2.14x between two
+runs of the same code). Ours is flushed after each of its blocks, untimed, so that the limit's
+blocks never run beside our sender thread. One collector, in another process, for all; rounds
+are interleaved and medians shown. "caller µs/event" is the cost of ``tracker.emit`` to the
+application; end to end runs until the collector has every event.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from measuring import (
@@ -39,6 +46,7 @@ from measuring import (
     median_row,
     openedx_event,
     post_ready_batches,
+    received,
     spread,
     verdict,
 )
@@ -47,8 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = {
     "original": ROOT / ".envs" / "original" / "bin" / "python",
     "dropin": ROOT / ".envs" / "analytics14" / "bin" / "python",
-    "owned": ROOT / ".envs" / "analytics14" / "bin" / "python",
-    "limit": ROOT / ".envs" / "analytics14" / "bin" / "python",
+    "paired": ROOT / ".envs" / "analytics14" / "bin" / "python",  # ours, owned and the limit
 }
 LABELS = {
     "original": "original 4.1.5 (analytics 1.4)",
@@ -58,11 +65,12 @@ LABELS = {
 }
 WRITE_KEY = "bench-write-key"
 WHITELIST = ["edx.course.enrollment.activated", "edx.course.enrollment.deactivated"]
+BLOCK = 1000  # events per block of the paired rows
 
 
-def tracking_logger(log_file: str) -> logging.Logger:
+def tracking_logger(log_file: str, name: str = "tracking") -> logging.Logger:
     """The LMS's ``tracking`` logger: one file handler, the message alone on each line."""
-    tracking = logging.getLogger("tracking")
+    tracking = logging.getLogger(name)
     handler = logging.FileHandler(log_file)
     handler.setFormatter(logging.Formatter("%(message)s"))
     tracking.addHandler(handler)
@@ -93,17 +101,17 @@ def lms_tracker(mode: str, url: str, log_file: str):
     return Tracker(backends=backends), segment
 
 
-def limit_row(url: str, items: list, log_file: str) -> dict:
-    """The limit: build each event, log it as one orjson line, encode its Segment message with
-    orjson; then post the messages in ready-made 500-message batches (end to end)."""
+def limit_path(url: str, count: int, log_file: str):
+    """The limit's emit (build the event, log it as one orjson line, encode its Segment message
+    with orjson) and its delivery (post the messages in ready-made 500-message batches)."""
     import datetime
 
     import orjson
 
     from eventtracking.segment.mapping import to_track_message
 
-    tracking = tracking_logger(log_file)
-    ids = iter(range(1, len(items) + 1))
+    tracking = tracking_logger(log_file, "tracking.limit")  # its own file, the same handler
+    ids = iter(range(1, count + 1))
     encoded: list[bytes] = []
     utc = datetime.timezone.utc
 
@@ -119,25 +127,82 @@ def limit_row(url: str, items: list, log_file: str) -> dict:
     def post_batches() -> None:
         post_ready_batches(url, WRITE_KEY, encoded)
 
-    return measure(LABELS["limit"], url, items, emit, post_batches)
+    return emit, post_batches
 
 
-def worker(mode: str, url: str, count: int) -> dict:
-    """One row, in this process: build the tracker, then configure the global client the
-    edx-platform way (key and host set after the tracker exists), emit, flush."""
+def paired_rows(url: str, items: list) -> list[dict]:
+    """Ours, owned and the limit in this process, in alternating blocks of :data:`BLOCK` events
+    (which goes first alternates too): caller cost and its CPU summed over each row's blocks; end
+    to end, each row's blocks plus its delivery (ours flushed after each of its blocks)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_log, limit_log = os.path.join(tmp, "tracking.log"), os.path.join(tmp, "limit.log")
+        tracker, segment = lms_tracker("owned", url, ours_log)
+        limit_emit, limit_post = limit_path(url, len(items), limit_log)
+
+        def ours_emit(item) -> None:
+            name, data, context = item
+            with tracker.context("edx.request", context):
+                tracker.emit(name, data)
+
+        paths = {"owned": ours_emit, "limit": limit_emit}
+        wall = dict.fromkeys(paths, 0.0)
+        cpu = dict.fromkeys(paths, 0.0)
+        delivery = dict.fromkeys(paths, 0.0)
+        before = received(url)
+        for number, start in enumerate(range(0, len(items), BLOCK)):
+            block = items[start : start + BLOCK]
+            for mode in ("owned", "limit") if number % 2 == 0 else ("limit", "owned"):
+                emit = paths[mode]
+                gc.collect()
+                began, cpu_began = time.perf_counter(), time.thread_time()
+                for item in block:
+                    emit(item)
+                cpu[mode] += time.thread_time() - cpu_began
+                wall[mode] += time.perf_counter() - began
+                if mode == "owned":
+                    began = time.perf_counter()
+                    segment.flush(120)
+                    delivery[mode] += time.perf_counter() - began
+        arrived = {"owned": received(url) - before}
+        began = time.perf_counter()
+        limit_post()
+        delivery["limit"] = time.perf_counter() - began
+        arrived["limit"] = received(url) - before - arrived["owned"]
+        segment.close(10)
+        logged = {"owned": _lines(ours_log), "limit": _lines(limit_log)}
+    return [
+        {
+            "label": LABELS[mode],
+            "caller_us": wall[mode] / len(items) * 1e6,
+            "caller_cpu_us": cpu[mode] / len(items) * 1e6,
+            "eps": len(items) / (wall[mode] + delivery[mode]),
+            "arrived": arrived[mode],
+            "events": len(items),
+            "logged": logged[mode],
+        }
+        for mode in ("owned", "limit")
+    ]
+
+
+def _lines(path: str) -> int:
+    with open(path, encoding="utf-8") as lines:
+        return sum(1 for _ in lines)
+
+
+def worker(mode: str, url: str, count: int) -> list[dict]:
+    """This process's rows: build the tracker, then configure the global client the edx-platform
+    way (key and host set after the tracker exists), emit, flush."""
     import analytics  # analytics-python 1.4.post1: what edx-platform imports
 
     items = []
     for i in range(count):
         event = openedx_event(i)
         items.append((event["name"], event["data"], event["context"]))
+    if mode == "paired":
+        return paired_rows(url, items)
     with tempfile.TemporaryDirectory() as tmp:
         log_file = os.path.join(tmp, "tracking.log")
-        if mode == "limit":
-            row = limit_row(url, items, log_file)
-            row["logged"] = sum(1 for _ in open(log_file))
-            return row
-        tracker, segment = lms_tracker(mode, url, log_file)
+        tracker, _segment = lms_tracker(mode, url, log_file)
         analytics.write_key = WRITE_KEY
         analytics.host = url
         # Its default queue (10,000) would drop part of the run: the same larger one for both.
@@ -148,18 +213,13 @@ def worker(mode: str, url: str, count: int) -> dict:
             with tracker.context("edx.request", context):
                 tracker.emit(name, data)
 
-        flush = (lambda: segment.flush(120)) if mode == "owned" else analytics.flush
-        row = measure(LABELS[mode], url, items, emit, flush)
-        logged = sum(1 for _ in open(log_file))
-        if mode == "owned":
-            segment.close(10)
-        else:
-            analytics.shutdown()
-    row["logged"] = logged
-    return row
+        row = measure(LABELS[mode], url, items, emit, analytics.flush)
+        row["logged"] = _lines(log_file)
+        analytics.shutdown()
+    return [row]
 
 
-def run_worker(mode: str, url: str, count: int) -> dict:
+def run_worker(mode: str, url: str, count: int) -> list[dict]:
     python = ENVIRONMENTS[mode]
     if not python.exists():
         raise SystemExit(f"{python} is missing: `make bench` builds it")
@@ -187,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     modes = ["original", "dropin", "owned", "limit"]
     with collector_process() as url:
         # Alternating rounds, medians: the machine is shared and noisy.
-        rounds = [[run_worker(mode, url, args.events) for mode in modes] for _ in range(args.rounds)]
+        rounds = []
+        for _ in range(args.rounds):
+            rows = []
+            for worker_mode in ("original", "dropin", "paired"):
+                rows.extend(run_worker(worker_mode, url, args.events))
+            rounds.append(rows)
     rows = {mode: median_row([r[i] for r in rounds]) for i, mode in enumerate(modes)}
     logged = {mode: min(r[i]["logged"] for r in rounds) for i, mode in enumerate(modes)}
     print(
