@@ -177,6 +177,18 @@ def test_an_unhashable_name_is_dropped_not_let_through():
     assert processor.stats()["undecided"] == {"TypeError": 1}
 
 
+def test_a_subclass_s_keeps_decides_on_plain_events_too():
+    class ByPrefix(NameWhitelistProcessor):
+        def keeps(self, event):
+            return event.get("name", "").startswith("edx.")
+
+    processor = ByPrefix(whitelist=[])
+    event = {"name": "edx.course.enrollment.activated"}
+    assert processor(event) is event
+    with pytest.raises(EventEmissionExit):
+        processor({"name": "other"})
+
+
 def test_a_router_filters_a_batch_and_drops_a_failing_filter_s_event():
     from eventtracking.backends.routing import RoutingBackend
 
