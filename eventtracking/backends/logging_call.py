@@ -3,8 +3,8 @@
 :func:`log_line` is ``logger.log(level, text)`` for a logger enabled for ``level``, as
 ``LoggerBackend`` calls it once per event. It takes one of three ways, from the most general:
 
-1. **The logger's own ``log``**, for a logger of another class or with logging's methods replaced
-   (on its class or on the instance): whatever the site or a test put there is honoured.
+1. **The logger's own ``log``**, for a logger of another class or whose ``log`` or ``_log`` was
+   replaced (on its class or on the instance): whatever the site or a test put there is honoured.
 2. **A record made as ``Logger._log`` makes it, without ``findCaller``.** ``Logger.log`` walks
    the stack to find its caller; :func:`log_line` is given it. The record goes through the
    logger's ``makeRecord`` and ``handle``, with the file, line and function ``findCaller``
@@ -12,8 +12,9 @@
 3. **A record holding what the handlers read**, when every handler the record reaches writes
    the message alone (:func:`writes_message_only`: a ``StreamHandler``, ``FileHandler`` or
    ``WatchedFileHandler`` of logging's own, without filters, formatting ``%(message)s`` or with
-   no formatter, which is the same), the logger has no filter and the site kept logging's own
-   record factory. That is the tracking log of an Open edX site. The record is a ``LogRecord``
+   no formatter, which is the same), the logger has no filter, its ``makeRecord``, ``handle``
+   and ``callHandlers`` are logging's own and the site kept logging's own record factory.
+   That is the tracking log of an Open edX site. The record is a ``LogRecord``
    with the logger's name, the level, the message, no arguments, no exception or stack, and the
    caller's file, line and function (what ``Handler.handleError`` reports); the time, thread,
    process and asyncio task, which a ``LogRecord`` computes for every record and which cost
