@@ -91,8 +91,7 @@ def _message_only_handlers(
     """The handlers a record of `logger` reaches, in ``callHandlers``' order, when way 3 may be
     taken for them (see the module docstring); else None."""
     if (
-        logger.disabled
-        or logger.filters
+        logger.filters  # (a disabled logger is not enabled for any level: never called for it)
         or kind.makeRecord is not _MAKE_RECORD
         or kind.handle is not _HANDLE
         or kind.callHandlers is not _CALL_HANDLERS

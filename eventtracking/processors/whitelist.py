@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from eventtracking.processors.exceptions import EventEmissionExit
 from eventtracking.processors.filtering import EventFilter, name_of
 
 _MESSAGE = (
@@ -39,21 +38,6 @@ class NameWhitelistProcessor(EventFilter):
             raise TypeError(f"{_MESSAGE}, got {whitelist!r}") from error
 
     def keeps(self, event: Any) -> bool:
-        """Whether the event's name is whitelisted."""
-        return name_of(event) in self.whitelist
-
-    def __call__(self, event: Any) -> Any:
-        """``EventFilter.__call__``, with the common case (a dict, and ``keeps`` this class's own)
-        decided here: every event of a site passes through it."""
-        if type(event) is dict and type(self).keeps is _KEEPS:
-            try:
-                kept = event.get("name") in self.whitelist
-            except TypeError:  # an unhashable name: the general path counts it as undecided
-                return super().__call__(event)
-            if kept:
-                return event
-            raise EventEmissionExit()
-        return super().__call__(event)
-
-
-_KEEPS = NameWhitelistProcessor.keeps
+        """Whether the event's name is whitelisted (raises ``TypeError`` for an unhashable name)."""
+        # Every event of a site is decided here: a plain dict's name is read without name_of.
+        return (event.get("name") if type(event) is dict else name_of(event)) in self.whitelist

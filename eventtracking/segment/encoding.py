@@ -114,7 +114,6 @@ _INT_MAX = 2**64 - 1
 _CONVERTED_TYPES = (Decimal, bytes, bytearray, memoryview, set, frozenset, tuple, float, Mapping)
 _PATH_TEXT_LIMIT = 200
 _DATETIME = datetime.datetime
-_UTC_TYPE = datetime.timezone  # a C type: orjson reads it without running Python code
 _fragment = orjson.Fragment
 _dumps = orjson.dumps
 
